@@ -1,0 +1,22 @@
+"""V3 node classes of the pack. Nodes only parse inputs and call into cxr_core."""
+
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import organ_mask_compose
+
+log = logging.getLogger("cxr_counterfactual")
+
+_NODE_MODULES = (organ_mask_compose,)
+
+
+class CXRCounterfactualExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [node for module in _NODE_MODULES for node in module.NODES]
+
+
+async def comfy_entrypoint() -> CXRCounterfactualExtension:
+    return CXRCounterfactualExtension()

@@ -1,0 +1,10 @@
+"""Socket types of this pack, declared once for every node."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+# Named soft organ masks at image resolution (cxr_core.organ_masks.OrganMasks).
+OrganMasksIO = io.Custom("ORGAN_MASKS")
+
+CATEGORY = "CXR Counterfactual"
