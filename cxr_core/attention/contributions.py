@@ -1,0 +1,170 @@
+"""The three attention contributions of the method, as additive logit biases.
+
+Each contribution is an immutable value that knows its sites, its window (in
+sigma) and its branch, and returns a compact bias for one site call:
+(Bm, Nq, Nk) with Bm = 1 (broadcast) or one entry per batch item. The engine
+(engine.py) sums them and hands one bias to ComfyUI's attention.
+
+- SelfAttentionGate: docs/METHOD.md section 1, B_ij = -gamma (1 - a_ij).
+- AnatomyTokenGate: section 2, C_i,tau = -gamma_a (1 - r_ik).
+- PathologyReweight: section 3, C_i,tau = P_i ln(lambda_in) - (1 - P_i) ln(lambda_out).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .site_masks import mask_to_site
+from .sites import SiteKey
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Active while sigma_end <= sigma <= sigma_start (progress start..end converted once)."""
+
+    sigma_start: float = math.inf
+    sigma_end: float = 0.0
+
+    def active(self, sigma: float) -> bool:
+        return self.sigma_end <= sigma <= self.sigma_start
+
+
+@dataclass(frozen=True)
+class SiteCall:
+    """What a contribution needs to know about the attention call it biases."""
+
+    site: SiteKey
+    kind: str  # "attn1" or "attn2"
+    hw: tuple[int, int]  # the site's token grid
+    n_q: int
+    n_k: int
+    batch: int  # batch items per cond/uncond chunk
+    device: torch.device
+    cache: dict | None = None  # per-run cache (engine.RunState), None outside a sampling run
+
+
+def _cached(call: SiteCall, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    if call.cache is None:
+        return make()
+    full = (*key, call.hw, call.n_k, str(call.device))
+    if full not in call.cache:
+        call.cache[full] = make()
+    return call.cache[full]
+
+
+@dataclass(frozen=True, eq=False)
+class SelfAttentionGate:
+    """Confine gated queries' self-attention to keys of their own organ(s)."""
+
+    masks: torch.Tensor  # (Bm, K, H, W) selected organs, [0, 1]
+    gamma: float = 4.0
+    hard: bool = False
+    tau: float = 0.5
+    isolate_background: bool = False
+    sites: frozenset[SiteKey] = field(default_factory=frozenset)
+    window: Window = field(default_factory=Window)
+    kind: str = "attn1"
+    cond_only: bool = False
+
+    def memberships(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+        return mask_to_site(self.masks.to(device), hw)  # (Bm, K, N)
+
+    def affinity(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bkn,bkm->bnm", r, r).clamp_(max=1.0)  # (Bm, N, N)
+
+    def bias(self, call: SiteCall) -> torch.Tensor:
+        return _cached(call, ("gate", id(self)), lambda: self._bias(call))
+
+    def _bias(self, call: SiteCall) -> torch.Tensor:
+        r = self.memberships(call.hw, call.device)  # (Bm, K, N)
+        s = r.sum(dim=1)  # (Bm, N) total membership of each token
+        gated = s > self.tau  # (Bm, N)
+        a = self.affinity(r)  # (Bm, N, N)
+        if self.hard:
+            pen = torch.zeros_like(a).masked_fill_(a < 0.5, NEG_INF)
+        else:
+            pen = (a - 1.0).mul_(self.gamma)
+        if self.isolate_background:
+            in_organ = s.clamp(max=1.0)  # (Bm, N) key membership
+            bg = (
+                torch.zeros_like(in_organ).masked_fill_(s > self.tau, NEG_INF)
+                if self.hard
+                else in_organ * -self.gamma
+            )
+            bias = torch.where(gated[:, :, None], pen, bg[:, None, :])
+        else:
+            bias = pen.masked_fill_(~gated[:, :, None], 0.0)
+        if self.hard:
+            bias.diagonal(dim1=1, dim2=2).clamp_(min=0.0)  # a query always keeps its own key: no all -inf row
+        return bias  # (Bm, N, N)
+
+
+def _token_columns(call: SiteCall, prompt_len: int, positions: tuple[int, ...], what: str) -> torch.Tensor:
+    """Indices of the given prompt positions in a context of n_k tokens (cond repeated to the lcm)."""
+    if call.n_k % prompt_len:
+        raise ValueError(
+            f"{what}: the prompt has {prompt_len} tokens ({prompt_len // 77} chunk(s) of 77) but the "
+            f"conditioning reaching the model has {call.n_k}; give the node the same text as the "
+            "CLIPTextEncode that makes the positive conditioning"
+        )
+    reps = call.n_k // prompt_len
+    cols = [p + j * prompt_len for j in range(reps) for p in positions]
+    return torch.tensor(cols, dtype=torch.long, device=call.device)
+
+
+@dataclass(frozen=True, eq=False)
+class AnatomyTokenGate:
+    """Let an anatomy word's tokens shape only its own organ's region."""
+
+    bindings: tuple[tuple[tuple[int, ...], torch.Tensor], ...]  # (token positions, (Bm, H, W) organ mask)
+    prompt_len: int
+    gamma: float = 4.0
+    sites: frozenset[SiteKey] = field(default_factory=frozenset)
+    window: Window = field(default_factory=Window)
+    kind: str = "attn2"
+    cond_only: bool = True
+
+    def bias(self, call: SiteCall) -> torch.Tensor:
+        return _cached(call, ("anatomy", id(self)), lambda: self._bias(call))
+
+    def _bias(self, call: SiteCall) -> torch.Tensor:
+        bm = max(m.shape[0] for _, m in self.bindings)
+        bias = torch.zeros(bm, call.n_q, call.n_k, device=call.device)
+        for positions, mask in self.bindings:
+            r = mask_to_site(mask.to(call.device), call.hw)  # (Bm, N)
+            col = (r - 1.0).mul_(self.gamma)  # -gamma (1 - r)
+            cols = _token_columns(call, self.prompt_len, positions, "AnatomyAttentionGate")
+            bias[:, :, cols] = col.expand(bm, -1)[:, :, None].expand(-1, -1, len(cols))
+        return bias  # (Bm, N, Nk)
+
+
+@dataclass(frozen=True, eq=False)
+class PathologyReweight:
+    """Pull the pathology tokens' cross-attention toward the spatial prior."""
+
+    prior: torch.Tensor  # (Bm, H, W) in [0, 1]
+    positions: tuple[int, ...]
+    prompt_len: int
+    lambda_in: float = 3.0
+    lambda_out: float = 3.0
+    sites: frozenset[SiteKey] = field(default_factory=frozenset)
+    window: Window = field(default_factory=Window)
+    kind: str = "attn2"
+    cond_only: bool = True
+
+    def bias(self, call: SiteCall) -> torch.Tensor:
+        return _cached(call, ("pathology", id(self)), lambda: self._bias(call))
+
+    def _bias(self, call: SiteCall) -> torch.Tensor:
+        p = mask_to_site(self.prior.to(call.device), call.hw)  # (Bm, N)
+        col = p * math.log(self.lambda_in) - (1.0 - p) * math.log(self.lambda_out)  # (Bm, N)
+        cols = _token_columns(call, self.prompt_len, self.positions, "PathologyCrossAttnReweight")
+        bias = torch.zeros(p.shape[0], call.n_q, call.n_k, device=call.device)
+        bias[:, :, cols] = col[:, :, None].expand(-1, -1, len(cols))
+        return bias  # (Bm, N, Nk)

@@ -1,0 +1,200 @@
+"""One attention replace per site that gathers every active contribution.
+
+``install`` puts a :class:`RegulatedAttention` on each chosen site of a
+(cloned) ModelPatcher. A second node adds its contribution to the same object
+(a new immutable object, so earlier clones are untouched); a replace that
+another node or pack registered first is wrapped, not overwritten.
+
+Per call: contributions outside their sigma window cost nothing; the active
+ones are summed into one compact bias (B, 1, Nq, Nk), broadcast over heads,
+cast to q's dtype, and passed to ComfyUI's ``optimized_attention``. Cond-only
+contributions bias only the chunks that ``cond_or_uncond`` marks as cond.
+Per-run caches live in the run's own transformer_options (RunState) and die
+with the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .contributions import SiteCall
+from .site_masks import latent_site_hw, match_batch
+from .sites import SiteKey
+
+log = logging.getLogger("cxr_counterfactual.attention")
+
+RUN_STATE_KEY = "cxr_run"
+WRAPPER_KEY = "cxr_counterfactual.run_state"
+
+
+@dataclass
+class RunState:
+    """State that lives for one sampling run only (biases cached per site grid, captures)."""
+
+    cache: dict = field(default_factory=dict)
+    captures: dict = field(default_factory=dict)
+
+
+def current_sigma(extra_options: dict) -> float:
+    sig = extra_options.get("sigmas")
+    if sig is None:
+        return float("inf")
+    return float(sig.max()) if isinstance(sig, torch.Tensor) else float(sig)
+
+
+def _attention() -> Any:
+    import comfy.ldm.modules.attention as attention  # the host's module, looked up at call time
+
+    return attention
+
+
+class RegulatedAttention:
+    """An attn1/attn2 replace patch holding a tuple of contributions (immutable)."""
+
+    def __init__(
+        self, site: SiteKey, kind: str, contributions: Sequence[Any] = (), inner: Callable | None = None
+    ):
+        self.site = site
+        self.kind = kind
+        self.contributions = tuple(contributions)
+        self.inner = inner
+
+    def with_contribution(self, contribution: Any) -> RegulatedAttention:
+        return RegulatedAttention(self.site, self.kind, (*self.contributions, contribution), self.inner)
+
+    def __deepcopy__(self, memo: dict) -> RegulatedAttention:
+        return self  # immutable: clones share it instead of copying the masks it holds
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(c).__name__ for c in self.contributions)
+        return f"RegulatedAttention({self.kind} {self.site[0]}{self.site[1]}: {names}; inner={self.inner is not None})"
+
+    def _plain(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        if self.inner is not None:
+            return self.inner(q, k, v, extra_options)
+        return _attention().optimized_attention(
+            q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+            transformer_options=extra_options,
+        )  # fmt: skip
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict
+    ) -> torch.Tensor:
+        sigma = current_sigma(extra_options)
+        active = [c for c in self.contributions if c.window.active(sigma)]
+        if not active:
+            return self._plain(q, k, v, extra_options)
+        run = extra_options.get(RUN_STATE_KEY)
+        call = SiteCall(
+            site=self.site, kind=self.kind, hw=latent_site_hw(extra_options), n_q=q.shape[1], n_k=k.shape[1],
+            batch=q.shape[0] // max(1, len(extra_options.get("cond_or_uncond") or [0])), device=q.device,
+            cache=run.cache if run is not None else None,
+        )  # fmt: skip
+        biasers = [c for c in active if hasattr(c, "bias")]
+        bias = self._assemble_bias(biasers, call, extra_options, q) if biasers else None
+        for c in active:
+            if hasattr(c, "observe"):
+                c.observe(call, q, k, v, bias, extra_options)
+        if bias is None:
+            return self._plain(q, k, v, extra_options)
+        attention = _attention()
+        heads = extra_options["n_heads"]
+        precision = extra_options.get("attn_precision")
+        out = attention.optimized_attention(q, k, v, heads, mask=bias, attn_precision=precision)
+        if self.inner is not None:
+            # compose: the other replace's output plus the change our bias makes to plain attention
+            out = self.inner(q, k, v, extra_options) + (out - attention.optimized_attention(q, k, v, heads))
+        return out
+
+    @staticmethod
+    def _assemble_bias(
+        biasers: list, call: SiteCall, extra_options: dict, q: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Sum the contributions per cond/uncond chunk into one (B or 1, 1, Nq, Nk) bias in q's dtype."""
+        chunks = list(extra_options.get("cond_or_uncond") or [0])
+        per_flag: dict[int, torch.Tensor | None] = {}
+        for flag in set(chunks):
+            parts = [c.bias(call) for c in biasers if not (c.cond_only and flag != 0)]
+            total = None
+            for p in parts:
+                total = p if total is None else total + p
+            per_flag[flag] = total
+        if all(b is None for b in per_flag.values()):
+            return None
+        uniform = len(per_flag) == 1 or all(per_flag[f] is per_flag[chunks[0]] for f in per_flag)
+        first = per_flag[chunks[0]]
+        if uniform and first is not None and first.shape[0] == 1:
+            return first.to(q.dtype).unsqueeze(1)  # (1, 1, Nq, Nk): broadcast to batch and heads
+        pieces = []
+        for flag in chunks:
+            b = per_flag[flag]
+            if b is None:
+                b = torch.zeros(1, call.n_q, call.n_k, device=q.device)
+            pieces.append(match_batch(b, call.batch, "attention masks"))
+        return torch.cat(pieces, dim=0).to(q.dtype).unsqueeze(1)  # (B, 1, Nq, Nk)
+
+
+def _run_state_wrapper(executor: Callable, *args: Any, **kwargs: Any) -> Any:
+    """SAMPLER_SAMPLE wrapper: give the run a fresh RunState, drop it afterwards."""
+    extra_args = args[2]
+    to = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
+    if RUN_STATE_KEY in to:  # an outer wrapper of ours already made one
+        return executor(*args, **kwargs)
+    to[RUN_STATE_KEY] = RunState()
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        to.pop(RUN_STATE_KEY, None)
+
+
+def ensure_run_state(model_patcher: Any) -> None:
+    import comfy.patcher_extension
+
+    kind = comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE
+    if not model_patcher.wrappers.get(kind, {}).get(WRAPPER_KEY):
+        model_patcher.add_wrapper_with_key(kind, WRAPPER_KEY, _run_state_wrapper)
+
+
+def install(model_patcher: Any, contribution: Any, sites: Sequence[SiteKey]) -> None:
+    """Add ``contribution`` at each site of an already cloned ModelPatcher."""
+    kind = contribution.kind
+    replaces = (
+        model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
+    )
+    for site in sites:
+        key3 = (site[0], site[1], 0)
+        key = key3 if key3 in replaces else site
+        existing = replaces.get(key)
+        if isinstance(existing, RegulatedAttention):
+            patch = existing.with_contribution(contribution)
+        else:
+            if existing is not None:
+                log.info(
+                    "%s %s%d: wrapping an attention replace registered earlier (%r)", kind, *site, existing
+                )
+            patch = RegulatedAttention(site, kind, (contribution,), inner=existing)
+        model_patcher.set_model_patch_replace(patch, kind, site[0], site[1], 0 if key == key3 else None)
+    ensure_run_state(model_patcher)
+
+
+def installed(model_patcher: Any, kind: str) -> dict:
+    """The RegulatedAttention patches on a ModelPatcher, by key (for inspection and tests)."""
+    replaces = (
+        model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
+    )
+    return {k: v for k, v in replaces.items() if isinstance(v, RegulatedAttention)}
+
+
+def sigma_window(model_patcher: Any, start_percent: float, end_percent: float) -> tuple[float, float]:
+    """Convert a progress window to (sigma_start, sigma_end) once, with the model's own schedule."""
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(
+            f"start_percent/end_percent: expected 0 <= start <= end <= 1, received {start_percent}, {end_percent}"
+        )
+    ms = model_patcher.get_model_object("model_sampling")
+    return float(ms.percent_to_sigma(start_percent)), float(ms.percent_to_sigma(end_percent))

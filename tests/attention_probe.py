@@ -1,0 +1,51 @@
+"""A test observer: an engine contribution that records q, k, v and the bias at each call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(eq=False)
+class Probe:
+    kind: str
+    sites: frozenset
+    window: object
+    cond_only: bool = False
+    records: list = field(default_factory=list)
+
+    def observe(
+        self, call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias, extra_options: dict
+    ) -> None:
+        self.records.append(
+            {
+                "site": call.site,
+                "hw": call.hw,
+                "q": q.detach().clone(),
+                "k": k.detach().clone(),
+                "v": v.detach().clone(),
+                "bias": None if bias is None else bias.detach().clone(),
+                "heads": extra_options["n_heads"],
+                "cond_or_uncond": list(extra_options["cond_or_uncond"]),
+                "sigma": float(extra_options["sigmas"].max()),
+            }
+        )
+
+
+def add_probe(model, kind: str, sites, window=None) -> Probe:
+    """Install a recording probe on an already patched (cloned) model at the given sites."""
+    from cxr_pack.cxr_core.attention.contributions import Window
+    from cxr_pack.cxr_core.attention.engine import install
+
+    probe = Probe(kind=kind, sites=frozenset(sites), window=window or Window())
+    install(model, probe, list(sites))
+    return probe
+
+
+def quadrant_masks(size: int = 128) -> torch.Tensor:
+    """Two organs aligned to every site grid of a size/8 latent: A = left half, B = top-right quadrant."""
+    m = torch.zeros(2, size, size)
+    m[0, :, : size // 2] = 1.0
+    m[1, : size // 2, size // 2 :] = 1.0
+    return m
