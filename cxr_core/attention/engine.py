@@ -37,7 +37,7 @@ class RunState:
     """State that lives for one sampling run only (biases cached per site grid, captures)."""
 
     cache: dict = field(default_factory=dict)
-    captures: dict = field(default_factory=dict)
+    captures: dict = field(default_factory=dict)  # capture key -> buffer with .publish()
 
 
 def current_sigma(extra_options: dict) -> float:
@@ -145,11 +145,13 @@ def _run_state_wrapper(executor: Callable, *args: Any, **kwargs: Any) -> Any:
     to = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
     if RUN_STATE_KEY in to:  # an outer wrapper of ours already made one
         return executor(*args, **kwargs)
-    to[RUN_STATE_KEY] = RunState()
+    run = to[RUN_STATE_KEY] = RunState()
     try:
         return executor(*args, **kwargs)
     finally:
         to.pop(RUN_STATE_KEY, None)
+        for buffer in run.captures.values():
+            buffer.publish()
 
 
 def ensure_run_state(model_patcher: Any) -> None:
@@ -162,11 +164,17 @@ def ensure_run_state(model_patcher: Any) -> None:
 
 def install(model_patcher: Any, contribution: Any, sites: Sequence[SiteKey]) -> None:
     """Add ``contribution`` at each site of an already cloned ModelPatcher."""
+    model_patcher.model_options = install_on_options(model_patcher.model_options, contribution, sites)
+    ensure_run_state(model_patcher)
+
+
+def install_on_options(model_options: dict, contribution: Any, sites: Sequence[SiteKey]) -> dict:
+    """Return model_options with ``contribution`` added at each site (the input dicts are not modified)."""
+    import comfy.model_patcher
+
     kind = contribution.kind
-    replaces = (
-        model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
-    )
     for site in sites:
+        replaces = model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
         key3 = (site[0], site[1], 0)
         key = key3 if key3 in replaces else site
         existing = replaces.get(key)
@@ -178,8 +186,10 @@ def install(model_patcher: Any, contribution: Any, sites: Sequence[SiteKey]) -> 
                     "%s %s%d: wrapping an attention replace registered earlier (%r)", kind, *site, existing
                 )
             patch = RegulatedAttention(site, kind, (contribution,), inner=existing)
-        model_patcher.set_model_patch_replace(patch, kind, site[0], site[1], 0 if key == key3 else None)
-    ensure_run_state(model_patcher)
+        model_options = comfy.model_patcher.set_model_options_patch_replace(
+            model_options, patch, kind, site[0], site[1], 0 if key == key3 else None
+        )
+    return model_options
 
 
 def installed(model_patcher: Any, kind: str) -> dict:

@@ -1,0 +1,176 @@
+"""Latent correction down the energy gradient, at the sampler level (docs/METHOD.md section 4).
+
+For each step whose sigma lies in the correction window, before the step is
+taken: up to n_iter times, z <- z - eta sigma^2 grad E(z), the step's rms
+clamped to kappa sigma, stopping once E < threshold. The corrected latent
+becomes the sampler's state (Attend-and-Excite semantics): the sampler
+function is run one step at a time through the window and in one call after
+it. Single-step samplers (euler, euler_ancestral, ddim, ...) take exactly the
+same steps; multistep samplers (dpmpp_2m, uni_pc, ...) restart their history
+at each window step and once after it. Ancestral samplers keep one noise
+stream across the split calls.
+
+The gradient pass is cond-only, leaves inference mode, sees autograd
+copies of the weights for that pass only, and stops after the last energy site.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .autograd import autograd_compatible_weights, gradient_pass
+from .energy import EnergyProbe, StopForward, concentration_energy
+from .engine import install_on_options
+from .site_masks import match_batch
+from .sites import SD15_SITES, SiteKey
+
+log = logging.getLogger("cxr_counterfactual.correction")
+
+
+@dataclass(frozen=True, eq=False)
+class LatentCorrector:
+    prior: torch.Tensor  # (Bm, H, W) in [0, 1]
+    columns: tuple[int, ...]  # pathology token positions
+    prompt_len: int
+    sigma_end: float  # correct steps with sigma >= sigma_end
+    sites: tuple[SiteKey, ...]
+    eta: float = 30.0
+    n_iter: int = 1
+    kappa: float = 0.1
+    threshold: float = 0.2
+    truncate: bool = True
+    trace: list = field(default_factory=list, compare=False)  # filled only when record=True
+    record: bool = False
+
+    def __deepcopy__(self, memo: dict) -> LatentCorrector:
+        return self
+
+    @property
+    def stop_site(self) -> SiteKey | None:
+        return max(self.sites, key=SD15_SITES.index) if self.truncate else None
+
+    def energy_and_grad(self, guider: Any, x: torch.Tensor, sigma: float, model_options: dict):  # noqa: ANN201
+        """(E (B,), dE/dx (B, C, H, W)) from one cond-only gradient pass."""
+        import comfy.model_patcher
+        import comfy.samplers
+
+        probe = EnergyProbe(self.columns, self.prompt_len, frozenset(self.sites), self.stop_site)
+        mo = install_on_options(
+            comfy.model_patcher.create_model_options_clone(model_options), probe, self.sites
+        )
+        model = guider.inner_model
+        with gradient_pass(), autograd_compatible_weights(model.diffusion_model):
+            z = x.detach().clone().requires_grad_(True)
+            s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+            try:
+                comfy.samplers.calc_cond_batch(model, [guider.conds["positive"]], z, s, mo)
+            except StopForward:
+                pass
+            prior = match_batch(self.prior.to(x.device).clone(), x.shape[0], "EnergyLatentCorrector prior")
+            energy = concentration_energy(probe.maps, prior)
+            (grad,) = torch.autograd.grad(energy.sum(), z)
+        return energy.detach(), grad.detach()
+
+    def correct(
+        self, guider: Any, x: torch.Tensor, sigma: float, model_options: dict
+    ) -> tuple[torch.Tensor, list]:
+        """The corrected latent and the energies seen, [E_0, E_1, ...] per iteration (each (B,))."""
+        energies: list[torch.Tensor] = []
+        active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.n_iter):
+            energy, grad = self.energy_and_grad(guider, x, sigma, model_options)
+            energies.append(energy.cpu())
+            active &= energy.to(x.device) >= self.threshold
+            finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(energy).to(x.device)
+            if not bool(finite.all()):
+                log.warning("EnergyLatentCorrector: non-finite gradient at sigma %.4g for items %s; update skipped",
+                            sigma, (~finite).nonzero().flatten().tolist())  # fmt: skip
+            active &= finite
+            if not bool(active.any()):
+                break
+            step = self.eta * sigma**2 * torch.nan_to_num(grad)
+            rms = step.flatten(1).pow(2).mean(1).sqrt()  # (B,)
+            limit = self.kappa * sigma
+            scale = torch.where(rms > limit, limit / rms.clamp(min=1e-12), torch.ones_like(rms))
+            step = step * (scale * active).view(-1, *([1] * (x.ndim - 1))).to(step)
+            x = x - step.to(x.dtype)
+        if self.record:
+            final, _ = self.energy_and_grad(guider, x, sigma, model_options)
+            self.trace.append({"sigma": float(sigma), "energies": [*energies, final.cpu()]})
+        log.debug("energy at sigma %.4g: %s", sigma, [e.tolist() for e in energies])
+        return x, energies
+
+    def n_window_steps(self, sigmas: torch.Tensor) -> int:
+        s = sigmas[:-1].detach().float().cpu()
+        return int(((s >= self.sigma_end) & (s > 0)).sum())
+
+
+def _function_name(fn: Callable) -> str:
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "") or ""
+
+
+def stepwise_sampler_function(original: Callable, corrector: LatentCorrector) -> Callable:
+    """A k-diffusion style sampler function that corrects the latent before each window step."""
+
+    def sample(model_k, x, sigmas, extra_args=None, callback=None, disable=None, **kw):  # noqa: ANN001, ANN202
+        extra_args = {} if extra_args is None else extra_args
+        k = corrector.n_window_steps(sigmas)
+        if k == 0:
+            return original(
+                model_k, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kw
+            )
+        if (
+            "ancestral" in _function_name(original)
+            and "noise_sampler" in inspect.signature(original).parameters
+        ):
+            from comfy.k_diffusion.sampling import default_noise_sampler
+
+            kw.setdefault("noise_sampler", default_noise_sampler(x, seed=extra_args.get("seed")))
+        guider = getattr(model_k, "inner_model", model_k)
+        n = len(sigmas) - 1
+        for i in range(k):
+            x, _ = corrector.correct(guider, x, float(sigmas[i]), extra_args.get("model_options", {}))
+            x = original(model_k, x, sigmas[i : i + 2], extra_args=extra_args, callback=_offset(callback, i),
+                         disable=True, **kw)  # fmt: skip
+        if k < n:
+            x = original(model_k, x, sigmas[k:], extra_args=extra_args, callback=_offset(callback, k), disable=disable,
+                         **kw)  # fmt: skip
+        return x
+
+    return sample
+
+
+def _offset(callback: Callable | None, offset: int) -> Callable | None:
+    if callback is None or offset == 0:
+        return callback
+    return lambda d: callback({**d, "i": d["i"] + offset})
+
+
+def make_sampler_wrapper(corrector: LatentCorrector) -> Callable:
+    """SAMPLER_SAMPLE wrapper: run the sampler with the stepwise function, restore it afterwards."""
+
+    def wrapper(executor, *args, **kwargs):  # noqa: ANN001, ANN202
+        sampler = getattr(executor, "class_obj", None)
+        original = getattr(sampler, "sampler_function", None)
+        if original is None:
+            log.warning(
+                "EnergyLatentCorrector: sampler %r has no sampler_function; correction skipped", sampler
+            )
+            return executor(*args, **kwargs)
+        had_attr = "sampler_function" in vars(sampler)
+        sampler.sampler_function = stepwise_sampler_function(original, corrector)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            if had_attr:
+                sampler.sampler_function = original
+            else:
+                del sampler.sampler_function
+
+    return wrapper

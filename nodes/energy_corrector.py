@@ -1,0 +1,147 @@
+"""EnergyLatentCorrector: move the latent down the attention-concentration energy in early steps.
+
+docs/METHOD.md section 4; the algorithm is in cxr_core/attention/correction.py.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..cxr_core.attention.correction import LatentCorrector, make_sampler_wrapper
+from ..cxr_core.attention.engine import ensure_run_state, sigma_window
+from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
+from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
+from .attention_common import enabled_input, sites_input
+from .pathology_reweight import validate_prior
+from .sockets import CATEGORY
+
+WRAPPER_KEY = "cxr_counterfactual.latent_correction"
+
+
+def build_corrector(
+    model, clip, text: str, pathology_words: str, prior: torch.Tensor, *, eta: float = 30.0, iterations: int = 1,
+    end_percent: float = 0.25, kappa: float = 0.1, energy_threshold: float = 0.2, sites: str = "16",
+    truncate: bool = True,
+) -> LatentCorrector:  # fmt: skip
+    node = "EnergyLatentCorrector"
+    p = validate_prior(prior, node)
+    words = parse_word_list(pathology_words)
+    if not words:
+        raise ValueError(
+            f"{node}: pathology_words is empty; give the finding's words, e.g. 'pleural, effusion'"
+        )
+    if not 1 <= int(iterations) <= 5:
+        raise ValueError(f"{node}: iterations must be 1..5, received {iterations}")
+    check_sd15_structure(model.get_model_object("diffusion_model"))
+    columns = sorted({i for pos in find_word_tokens(clip, text, words).values() for i in pos})
+    _, sigma_end = sigma_window(model, 0.0, end_percent)
+    return LatentCorrector(
+        prior=p, columns=tuple(columns), prompt_len=tokenize_prompt(clip, text).length, sigma_end=sigma_end,
+        sites=parse_site_spec(sites), eta=float(eta), n_iter=int(iterations), kappa=float(kappa),
+        threshold=float(energy_threshold), truncate=bool(truncate),
+    )  # fmt: skip
+
+
+def attach_corrector(model, corrector: LatentCorrector):  # noqa: ANN001, ANN201
+    """A clone of ``model`` that applies ``corrector`` in every sampling run."""
+    import comfy.patcher_extension
+
+    m = model.clone()
+    m.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, make_sampler_wrapper(corrector)
+    )
+    ensure_run_state(m)
+    return m
+
+
+class EnergyLatentCorrector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EnergyLatentCorrector",
+            display_name="Energy Latent Corrector",
+            category=f"{CATEGORY}/attention",
+            description="In early denoising, nudges the latent itself down the gradient of an attention-concentration "
+            "energy so the pathology words' attention (and the lesion) lands inside the prior. Works at the sampler "
+            "level with KSampler, KSamplerAdvanced and SamplerCustom.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Clip.Input(
+                    "clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."
+                ),
+                io.String.Input(
+                    "text",
+                    multiline=True,
+                    default="chest x-ray, left pleural effusion",
+                    tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
+                ),
+                io.String.Input(
+                    "pathology_words",
+                    default="pleural, effusion",
+                    tooltip="Words of the finding, comma-separated; each must occur in the prompt.",
+                ),
+                io.Mask.Input(
+                    "prior", tooltip="Target region in [0,1] at image resolution (PathologySpatialPrior)."
+                ),
+                io.Float.Input(
+                    "eta",
+                    default=30.0,
+                    min=0.0,
+                    max=1000.0,
+                    step=1.0,
+                    tooltip="Step size: z <- z - eta sigma^2 grad E. 10-100 is typical.",
+                ),
+                io.Int.Input(
+                    "iterations", default=1, min=1, max=5, tooltip="Gradient iterations per corrected step."
+                ),
+                io.Float.Input(
+                    "end_percent",
+                    default=0.25,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Correct the steps up to this sampling progress (early denoising).",
+                ),
+                io.Float.Input(
+                    "kappa",
+                    default=0.1,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Clamp: rms(step) <= kappa * sigma.",
+                ),
+                io.Float.Input(
+                    "energy_threshold",
+                    default=0.2,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Stop iterating once E falls below this.",
+                ),
+                sites_input("16"),
+                io.Boolean.Input(
+                    "truncate",
+                    default=True,
+                    tooltip="Stop the gradient pass after the last energy site (faster; same result).",
+                ),
+                enabled_input(),
+            ],  # fmt: skip
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, clip, text: str, pathology_words: str, prior: torch.Tensor, eta: float, iterations: int,
+        end_percent: float, kappa: float, energy_threshold: float, sites: str, truncate: bool, enabled: bool,
+    ) -> io.NodeOutput:  # fmt: skip
+        if not enabled:
+            return io.NodeOutput(model)
+        corrector = build_corrector(
+            model, clip, text, pathology_words, prior, eta=eta, iterations=iterations, end_percent=end_percent,
+            kappa=kappa, energy_threshold=energy_threshold, sites=sites, truncate=truncate,
+        )  # fmt: skip
+        return io.NodeOutput(attach_corrector(model, corrector))
+
+
+NODES: list[type[io.ComfyNode]] = [EnergyLatentCorrector]
