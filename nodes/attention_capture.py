@@ -1,0 +1,148 @@
+"""AttentionMapCapture and AttentionMapRender: record pathology-word attention, draw it over the image.
+
+The recording machinery is cxr_core/attention/capture.py (shared with the
+energy probe's approach); the drawing is cxr_core/heatmaps.py.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..cxr_core.attention.capture import AttentionMapStore, CrossAttentionCapture
+from ..cxr_core.attention.engine import install
+from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
+from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
+from ..cxr_core.heatmaps import render_heatmap
+from .attention_common import enabled_input, sites_input
+from .sockets import CATEGORY
+
+AttentionMapsIO = io.Custom("CXR_ATTENTION_MAPS")
+
+
+def parse_steps(text: str) -> frozenset[int] | None:
+    t = (text or "").strip().lower()
+    if t in ("", "all"):
+        return None
+    try:
+        return frozenset(int(s) for s in t.replace(";", ",").split(",") if s.strip())
+    except ValueError as e:
+        raise ValueError(f"steps: expected 'all' or step indices like '0,4,9', received '{text}'") from e
+
+
+class AttentionMapCapture(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AttentionMapCapture",
+            display_name="Attention Map Capture",
+            category=f"{CATEGORY}/visualise",
+            description="Records the cond-branch cross-attention maps of chosen words at chosen sites and steps during "
+            "the next sampling run. Connect its MODEL to the sampler and its maps to Attention Map Render.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Clip.Input(
+                    "clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."
+                ),
+                io.String.Input(
+                    "text",
+                    multiline=True,
+                    default="chest x-ray, left pleural effusion",
+                    tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
+                ),
+                io.String.Input("words", default="effusion", tooltip="Words to record, comma-separated."),
+                sites_input("16"),
+                io.String.Input(
+                    "steps", default="all", tooltip="'all', or step indices to record such as '0,4,9'."
+                ),
+                enabled_input(),
+            ],  # fmt: skip
+            outputs=[io.Model.Output(), AttentionMapsIO.Output(display_name="attention_maps")],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, clip, text: str, words: str, sites: str, steps: str, enabled: bool
+    ) -> io.NodeOutput:
+        word_list = parse_word_list(words)
+        if not word_list:
+            raise ValueError("AttentionMapCapture: words is empty; give the words to record, e.g. 'effusion'")
+        positions = find_word_tokens(clip, text, word_list)
+        store = AttentionMapStore(tuple(positions))
+        if not enabled:
+            return io.NodeOutput(model, store)
+        check_sd15_structure(model.get_model_object("diffusion_model"))
+        site_keys = parse_site_spec(sites)
+        capture = CrossAttentionCapture(
+            words={w: tuple(p) for w, p in positions.items()}, prompt_len=tokenize_prompt(clip, text).length,
+            store=store, steps=parse_steps(steps), sites=frozenset(site_keys),
+        )  # fmt: skip
+        m = model.clone()
+        install(m, capture, site_keys)
+        return io.NodeOutput(m, store)
+
+
+class AttentionMapRender(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AttentionMapRender",
+            display_name="Attention Map Render",
+            category=f"{CATEGORY}/visualise",
+            description="Draws the maps recorded by Attention Map Capture as heatmaps over the image, one per word "
+            "(and per step if asked), with a colour bar. Connect the decoded sampler output as image.",
+            inputs=[
+                AttentionMapsIO.Input("attention_maps"),
+                io.Image.Input(
+                    "image", tooltip="Background, normally the decoded result of the recorded run."
+                ),
+                io.String.Input(
+                    "steps",
+                    default="mean",
+                    tooltip="'mean' (average over recorded steps), 'each', or step indices '0,4'.",
+                ),
+                io.Float.Input("alpha", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="Heatmap opacity."),
+            ],  # fmt: skip
+            outputs=[io.Image.Output(display_name="heatmaps")],
+        )
+
+    @classmethod
+    def execute(
+        cls, attention_maps: AttentionMapStore, image: torch.Tensor, steps: str, alpha: float
+    ) -> io.NodeOutput:
+        maps = attention_maps.maps()
+        if not maps:
+            raise ValueError(
+                "AttentionMapRender: no attention maps were recorded. Connect AttentionMapCapture's MODEL to the "
+                "sampler, keep it enabled, and feed this node the image decoded from that sampler's output."
+            )
+        frames = []
+        bg = image[0]
+        for word, by_step in maps.items():
+            for label, heat in _select(by_step, steps):
+                frames.append(render_heatmap(bg, heat[0], f"{word} ({label})", alpha))
+        return io.NodeOutput(torch.stack(frames))
+
+
+def _select(by_step: dict[int, torch.Tensor], steps: str) -> list[tuple[str, torch.Tensor]]:
+    t = (steps or "mean").strip().lower()
+    recorded = sorted(by_step)
+    if t in ("", "mean", "all"):
+        return [
+            (
+                f"mean of steps {recorded[0]}-{recorded[-1]}",
+                torch.stack([by_step[s] for s in recorded]).mean(0),
+            )
+        ]
+    if t == "each":
+        return [(f"step {s}", by_step[s]) for s in recorded]
+    wanted = parse_steps(t) or frozenset()
+    missing = sorted(wanted - set(recorded))
+    if missing:
+        raise ValueError(
+            f"AttentionMapRender: steps {missing} were not recorded; recorded steps are {recorded}"
+        )
+    return [(f"step {s}", by_step[s]) for s in sorted(wanted)]
+
+
+NODES: list[type[io.ComfyNode]] = [AttentionMapCapture, AttentionMapRender]
