@@ -7,4 +7,7 @@ from comfy_api.latest import io
 # Named soft organ masks at image resolution (cxr_core.organ_masks.OrganMasks).
 OrganMasksIO = io.Custom("ORGAN_MASKS")
 
+# How a radiograph was resized and padded to its working size (cxr_core.geometry.ImageGeometry).
+GeometryIO = io.Custom("CXR_GEOMETRY")
+
 CATEGORY = "CXR Counterfactual"
