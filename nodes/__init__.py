@@ -6,11 +6,27 @@ import logging
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import anatomy_gate, attention_capture, energy_corrector, organ_mask_compose, pathology_reweight
+from . import (
+    anatomy_gate,
+    attention_capture,
+    energy_corrector,
+    fid,
+    metrics,
+    organ_mask_compose,
+    pathology_reweight,
+)
 
 log = logging.getLogger("cxr_counterfactual")
 
-_NODE_MODULES = (organ_mask_compose, anatomy_gate, pathology_reweight, energy_corrector, attention_capture)
+_NODE_MODULES = (
+    organ_mask_compose,
+    anatomy_gate,
+    pathology_reweight,
+    energy_corrector,
+    attention_capture,
+    metrics,
+    fid,
+)
 
 
 class CXRCounterfactualExtension(ComfyExtension):

@@ -1,0 +1,111 @@
+"""The per-image metrics record: JSON-safe dict and readable summary lines.
+
+One record per image (the README's "JSON report" lists every field). Non-finite
+numbers never reach JSON: a missing figure is ``null`` with its reason in
+``null_reasons``; an infinite PSNR (identical images, MSE 0) is ``null`` with
+``psnr_*_infinite: true`` and a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .image_scores import PairScores
+
+SCHEMA_VERSION = 1
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def build_record(
+    scores: PairScores,
+    *,
+    run_tag: str,
+    image_index: int,
+    batch_size: int,
+    size: tuple[int, int],
+    channels: tuple[int, int],
+    excluded_organs: list[str],
+    clip_i: float | None,
+    clip_reason: str | None,
+    validity: dict[str, Any],
+) -> dict[str, Any]:
+    reasons = dict(scores.null_reasons)
+    psnr_inf = {}
+    for key in ("psnr_global_db", "psnr_outside_db"):
+        value = getattr(scores, key)
+        psnr_inf[key] = value is not None and math.isinf(value)
+        if psnr_inf[key]:
+            where = "outside the region" if key == "psnr_outside_db" else "the images"
+            reasons[key] = f"infinite: {where} are identical (MSE 0)"
+    if clip_i is None and clip_reason:
+        reasons["clip_i"] = clip_reason
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_tag": run_tag,
+        "image_index": image_index,
+        "batch_size": batch_size,
+        "height": size[0],
+        "width": size[1],
+        "original_channels": channels[0],
+        "counterfactual_channels": channels[1],
+        "region_fraction": _finite(scores.region_fraction),
+        "ssim_global": _finite(scores.ssim_global),
+        "ssim_outside": _finite(scores.ssim_outside),
+        "ssim_inside": _finite(scores.ssim_inside),
+        "ssim_organs": {k: _finite(v) for k, v in scores.ssim_organs.items()},
+        "excluded_organs": list(excluded_organs),
+        "psnr_global_db": _finite(scores.psnr_global_db),
+        "psnr_global_infinite": psnr_inf["psnr_global_db"],
+        "psnr_outside_db": _finite(scores.psnr_outside_db),
+        "psnr_outside_infinite": psnr_inf["psnr_outside_db"],
+        "mae_global": _finite(scores.mae_global),
+        "mae_outside": _finite(scores.mae_outside),
+        "mae_inside": _finite(scores.mae_inside),
+        "localisation": _finite(scores.localisation),
+        "max_abs_diff": _finite(scores.max_abs_diff),
+        "clip_i": _finite(clip_i),
+        "validity": validity,
+        "null_reasons": reasons,
+    }
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _psnr(rec: dict[str, Any], key: str) -> str:
+    if rec[key.replace("_db", "_infinite")]:
+        return "inf dB"
+    return "n/a" if rec[key] is None else f"{rec[key]:.2f} dB"
+
+
+def summary_lines(rec: dict[str, Any]) -> list[str]:
+    """Human-readable lines for the node's UI (the js/ extension shows them under the node)."""
+    i = rec["image_index"]
+    lines = [
+        f"[{i}] SSIM global {_fmt(rec['ssim_global'])} | outside {_fmt(rec['ssim_outside'])} "
+        f"| inside {_fmt(rec['ssim_inside'])}",
+        f"[{i}] PSNR {_psnr(rec, 'psnr_global_db')} (outside {_psnr(rec, 'psnr_outside_db')}) "
+        f"| MAE {_fmt(rec['mae_global'])} (outside {_fmt(rec['mae_outside'])})",
+        f"[{i}] localisation {_fmt(rec['localisation'], 3)} | CLIP-I {_fmt(rec['clip_i'])} "
+        f"| region {rec['region_fraction']:.1%}",
+    ]
+    if rec["ssim_organs"]:
+        organs = ", ".join(f"{k} {_fmt(v)}" for k, v in rec["ssim_organs"].items())
+        lines.append(f"[{i}] organ SSIM: {organs}")
+    v = rec["validity"]
+    if v.get("available"):
+        lines.append(
+            f"[{i}] validity {v['label']}: p {_fmt(v['p_before'], 3)} -> {_fmt(v['p_after'], 3)} "
+            f"(delta {v['delta']:+.3f})"
+        )
+    else:
+        lines.append(f"[{i}] validity unavailable: {v.get('reason')}")
+    for key, reason in rec["null_reasons"].items():
+        if key != "clip_i" or rec["clip_i"] is None:
+            lines.append(f"[{i}] note {key}: {reason}")
+    return lines
