@@ -48,6 +48,11 @@ def _organs_for_item(
         raise MetricInputError(
             f"organ_masks: batch {organ_masks.batch_size} for {batch} images; expected 1 or {batch}"
         )
+    unknown = sorted(excluded - set(organ_masks.names))
+    if unknown:
+        raise MetricInputError(
+            f"target_organs: {unknown} not in organ_masks; expected names among {list(organ_masks.names)}"
+        )
     keep = [k for k, n in enumerate(organ_masks.names) if n not in excluded]
     items = []
     for i in range(batch):

@@ -100,12 +100,14 @@ def tiny_clip_vision(tmp_path: Path, seed: int = 0):
     return clip
 
 
-def random_inception_file(path: Path, seed: int = 0, num_classes: int = 1008) -> Path:
+def random_inception_file(
+    path: Path, seed: int = 0, num_classes: int = 1008, aux_logits: bool = False
+) -> Path:
     """A randomly initialised torchvision inception_v3 saved as safetensors (the FID layout by default)."""
     from safetensors.torch import save_file
     from torchvision.models import inception_v3
 
     torch.manual_seed(seed)
-    model = inception_v3(weights=None, aux_logits=False, num_classes=num_classes, init_weights=True)
+    model = inception_v3(weights=None, aux_logits=aux_logits, num_classes=num_classes, init_weights=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path

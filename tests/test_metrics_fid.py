@@ -202,6 +202,33 @@ def test_inception_loads_from_safetensors_and_gives_2048_features(inception_file
     assert not torch.allclose(f[0], f[1])
 
 
+def test_inception_loads_a_weights_only_state_dict_like_safetensors(
+    inception_file: Path, tmp_path: Path
+) -> None:
+    from cxr_pack.cxr_core.metrics.inception import load_inception
+    from safetensors.torch import load_file
+
+    pth = tmp_path / "same_weights.pth"
+    torch.save(load_file(str(inception_file)), pth)
+    a, b = load_inception(inception_file), load_inception(pth)
+    assert a.info.fingerprint == b.info.fingerprint, "same weights, same extractor, whatever the file format"
+    img = as_image(torch.rand(1, 80, 80, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(a.features(img), b.features(img))
+
+
+def test_inception_with_torchvision_imagenet_layout_keeps_torchvision_blocks(tmp_path: Path) -> None:
+    from cxr_pack.cxr_core.metrics.inception import _FIDInceptionE, load_inception
+    from torchvision.models.inception import InceptionE
+
+    path = random_inception_file(
+        tmp_path / "imagenet_like.pth.safetensors", seed=1, num_classes=1000, aux_logits=True
+    )
+    ext = load_inception(path)
+    assert type(ext.model.Mixed_7c) is InceptionE and not isinstance(ext.model.Mixed_7b, _FIDInceptionE)
+    assert "torchvision blocks" in ext.info.name
+    assert ext.features(as_image(torch.rand(1, 64, 64))).shape == (1, 2048)
+
+
 def test_inception_refuses_pickles_and_foreign_files(tmp_path: Path) -> None:
     from cxr_pack.cxr_core.metrics.inception import load_inception
 

@@ -196,6 +196,14 @@ def test_bad_inputs_name_the_input(out_dir: Path) -> None:
             target_region=region,
             organ_masks=_organs((240, 240)),
         )
+    with pytest.raises(ValueError, match=r"target_organs: \['lfet_lung'\] not in organ_masks"):
+        CXRMetrics.execute(
+            original=as_image(x0),
+            counterfactual=as_image(x1),
+            target_region=region,
+            organ_masks=_organs(tuple(x0.shape)),
+            target_organs="lfet lung",
+        )
     bad = as_image(x1).clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="counterfactual: contains 1 NaN/Inf"):

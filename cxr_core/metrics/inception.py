@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import inception as tvi
 
-from .features import ExtractorInfo
+from .features import ExtractorInfo, module_fingerprint
 from .prep import to_rgb
 
 log = logging.getLogger("cxr_counterfactual.metrics.inception")
@@ -157,10 +157,11 @@ def load_inception(path: str | os.PathLike) -> InceptionFeatures:
             f"weights: {path.name} does not fit torchvision's inception_v3 "
             f"(missing {missing[:4]}, unexpected {unexpected[:4]})"
         )
+    fingerprint = module_fingerprint(model, "inception_v3")  # of the weights, whatever the file format
     model.fc = torch.nn.Identity()
     model.dropout = torch.nn.Identity()
     model.eval().requires_grad_(False)
     variant = "pytorch-fid FID blocks" if fid_variant else "torchvision blocks"
-    info = ExtractorInfo("inception", f"inception_v3 {path.name} ({variant})", file_fingerprint(path), 2048)
+    info = ExtractorInfo("inception", f"inception_v3 {path.name} ({variant})", fingerprint, 2048)
     log.info("loaded %s", info.name)
     return InceptionFeatures(model, info)
