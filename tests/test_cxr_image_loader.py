@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from cxr_input_helpers import comfy_input_dir
 from cxr_pack.cxr_core.demo_assets import demo_radiograph_path
 from cxr_pack.cxr_core.geometry import ImageGeometry
 from cxr_pack.cxr_core.input_paths import InputPathError, resolve_input_path
@@ -21,17 +22,8 @@ from cxr_pack.nodes.radiograph_loader import CXRImageLoader
 
 @pytest.fixture
 def input_dir(tmp_path: Path):
-    """ComfyUI's input folder pointed at a temporary folder, restored afterwards."""
-    import folder_paths
-
-    old = folder_paths.get_input_directory()
-    folder = tmp_path / "input"
-    folder.mkdir()
-    folder_paths.set_input_directory(str(folder))
-    try:
+    with comfy_input_dir(tmp_path) as folder:
         yield folder
-    finally:
-        folder_paths.set_input_directory(old)
 
 
 @pytest.fixture(scope="module")
