@@ -13,12 +13,18 @@ from . import (
     fid,
     metrics,
     organ_mask_compose,
+    organ_mask_loader,
     pathology_reweight,
+    radiograph_loader,
+    spatial_prior,
 )
 
 log = logging.getLogger("cxr_counterfactual")
 
 _NODE_MODULES = (
+    radiograph_loader,
+    organ_mask_loader,
+    spatial_prior,
     organ_mask_compose,
     anatomy_gate,
     pathology_reweight,
