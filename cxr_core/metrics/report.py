@@ -105,7 +105,5 @@ def summary_lines(rec: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"[{i}] validity unavailable: {v.get('reason')}")
-    for key, reason in rec["null_reasons"].items():
-        if key != "clip_i" or rec["clip_i"] is None:
-            lines.append(f"[{i}] note {key}: {reason}")
+    lines.extend(f"[{i}] note {key}: {reason}" for key, reason in rec["null_reasons"].items())
     return lines
