@@ -273,24 +273,30 @@ def _has_xrv() -> bool:
     return importlib.util.find_spec("torchxrayvision") is not None
 
 
-def test_torchxrayvision_absent_gives_actionable_errors(tmp_path: Path) -> None:
-    """This host has neither the package nor weights: both are named, with what to do. Nothing downloads."""
-    if _has_xrv():
-        pytest.fail("torchxrayvision is installed on this host; this test checks the not-installed path")
+def test_torchxrayvision_missing_pieces_are_named(tmp_path: Path) -> None:
+    """Whatever is missing (package, weight file) is named, with what to do. Nothing downloads.
+
+    On this project's host torchxrayvision is not installed, so the package branch runs; where it is
+    installed, the same assertions check that only the weight file is reported.
+    """
+    installed = _has_xrv()
     with pytest.raises(SegmentationModelError) as err:
         check_available("chestx_det_pspnet", "", [tmp_path])
     msg = str(err.value)
-    assert "torchxrayvision package, which is not installed" in msg and "pip install torchxrayvision" in msg
+    assert ("torchxrayvision package, which is not installed" in msg) is (not installed)
+    if not installed:
+        assert "pip install torchxrayvision" in msg
     assert (
         "pspnet_chestxray_best_model_4.pth" in msg and str(tmp_path) in msg and "Nothing is downloaded" in msg
     )
-    (tmp_path / "pspnet_chestxray_best_model_4.pth").write_bytes(b"weights")
-    with pytest.raises(SegmentationModelError) as err:  # weights present, package still missing
-        segment(torch.zeros(64, 64), "chestx_det_pspnet", "", [tmp_path])
-    assert "not installed" in str(err.value) and "not on this machine" not in str(err.value)
+    (tmp_path / "pspnet_chestxray_best_model_4.pth").write_bytes(b"not really weights")
     assert (
         locate_weights("chestx_det_pspnet", "", [tmp_path]) == tmp_path / "pspnet_chestxray_best_model_4.pth"
     )
+    with pytest.raises(SegmentationModelError) as err:  # weights present: the package, or the file's content
+        segment(torch.zeros(64, 64), "chestx_det_pspnet", "", [tmp_path])
+    assert "not on this machine" not in str(err.value)
+    assert ("not installed" in str(err.value)) is (not installed)
     with pytest.raises(SegmentationModelError, match="plain file name"):
         locate_weights("cxas_unet_resnet50", "../x.pth", [tmp_path])
     with pytest.raises(SegmentationModelError, match="model must be one of"):

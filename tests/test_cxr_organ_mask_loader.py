@@ -130,11 +130,19 @@ def test_chexmask_source_and_quality(input_dir: Path) -> None:
         )
 
 
-def test_torchxrayvision_source_without_package_or_weights(input_dir: Path) -> None:
-    with pytest.raises(SegmentationModelError, match="not installed.*not on this machine"):
+def test_torchxrayvision_source_without_weights(input_dir: Path) -> None:
+    import importlib.util
+
+    installed = importlib.util.find_spec("torchxrayvision") is not None
+    with pytest.raises(SegmentationModelError) as err:
         _run(
             source="torchxrayvision", path="", seg_model="cxas_unet_resnet50", image=torch.rand(1, 64, 64, 3)
         )
+    assert "baseline_models_cxas_UNet_ResNet50_default_repack.pth' for cxas_unet_resnet50 is not on" in str(
+        err.value
+    )
+    assert "cxr_segmentation" in str(err.value)
+    assert ("not installed" in str(err.value)) is (not installed)
 
 
 # ---- bad input --------------------------------------------------------------------------------
