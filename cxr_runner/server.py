@@ -61,8 +61,11 @@ class LocalComfyServer:
         self.input_dir, self.output_dir = wd / "input", wd / "output"
         for d in (self.input_dir, self.output_dir, wd / "temp", wd / "user"):
             d.mkdir(parents=True, exist_ok=True)
-        cfg = wd / "extra_model_paths.yaml"
-        cfg.write_text(_model_paths_yaml(self.model_dirs))
+        model_args: list[str] = []
+        if self.model_dirs:  # ComfyUI refuses an empty extra_model_paths file
+            cfg = wd / "extra_model_paths.yaml"
+            cfg.write_text(_model_paths_yaml(self.model_dirs))
+            model_args = ["--extra-model-paths-config", str(cfg)]
         self.port = self.port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = wd / "server.log"
@@ -71,7 +74,7 @@ class LocalComfyServer:
             "--disable-auto-launch", "--input-directory", str(self.input_dir),
             "--output-directory", str(self.output_dir), "--temp-directory", str(wd / "temp"),
             "--user-directory", str(wd / "user"), "--database-url", "sqlite:///:memory:",
-            "--extra-model-paths-config", str(cfg), *self.extra_args,
+            *model_args, *self.extra_args,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log.info("starting ComfyUI: %s", " ".join(cmd))
