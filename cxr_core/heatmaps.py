@@ -25,7 +25,7 @@ def render_heatmap(
     m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
     norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
     blended = (1.0 - alpha) * bg + alpha * _jet(norm).astype(np.float32) / 255.0
-    out = np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = np.ascontiguousarray(np.clip(blended * 255.0 + 0.5, 0, 255), dtype=np.uint8)
     _text(out, label, (6, 18))
     panel = np.concatenate([out, _colour_bar(h, lo, hi)], axis=1)
     return torch.from_numpy(panel.astype(np.float32) / 255.0)

@@ -27,7 +27,7 @@ def test_capture_records_per_word_and_step_and_renders(tiny_model, sd1_tokenizer
     m = maps["effusion"][0]
     assert m.shape == (1, 8, 8) and m.device.type == "cpu"
     assert 0 < float(m.sum()) <= 64 + 1e-4  # a probability mass per query, summed over the word's tokens
-    image = torch.rand(1, 256, 256, 3)
+    image = torch.rand(1, 3, 256, 256).movedim(1, -1)  # non-contiguous, as VAE decodes return
     (heat,) = AttentionMapRender.execute(store, image, steps="mean", alpha=0.5).result
     assert heat.shape[0] == 2 and heat.shape[1] == 256 and heat.shape[2] > 256 and heat.shape[3] == 3
     assert float(heat.min()) >= 0 and float(heat.max()) <= 1
