@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's main-job command. Until the example workflows land, it sets up
-# the host, starts ComfyUI headless with this pack, and prints the pack's nodes.
+# The README's main-job command: set up the host (idempotent), then run the
+# example counterfactual workflow headless on the demo radiograph.
+# Arguments go to scripts/main_job.py (e.g. --size 512, --steps 30).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV_FILE="$(bash "$REPO/scripts/setup_host.sh" | tail -n 1)"
