@@ -231,3 +231,29 @@ def test_composes_with_gate_and_reweight_in_either_order(inference_model, sd1_to
     assert torch.isfinite(out_a).all()
     assert torch.allclose(out_a, out_b, atol=1e-5)
     assert not torch.allclose(out_a, _run(correct(inference_model), steps=4), atol=1e-4)
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+def test_truncated_gradient_pass_never_runs_the_decoder_blocks_above_the_energy_sites(
+    inference_model, sd1_tokenizer, truncate: bool
+) -> None:
+    c = _corrector(inference_model, sd1_tokenizer, threshold=0.0, truncate=truncate, record=True)
+    assert c.stop_site == (("output", 5) if truncate else None)
+    unet = inference_model.model.diffusion_model
+    calls = {"output6": 0, "grad_passes": 0}
+    block = unet.output_blocks[6][0]  # its ResBlock: the first layer of decoder block 6
+    original_forward = block.forward
+
+    def counting_forward(*args, **kwargs):
+        if torch.is_grad_enabled():
+            calls["output6"] += 1
+        return original_forward(*args, **kwargs)
+
+    block.forward = counting_forward
+    try:
+        _run(attach_corrector(inference_model, c), steps=4, cfg=1.0)
+    finally:
+        del block.forward
+    passes = 2 * len(c.trace)  # one pass per iteration plus the recorded final energy
+    assert passes > 0
+    assert calls["output6"] == (0 if truncate else passes)

@@ -13,7 +13,11 @@ from helpers import core_txt2img_workflow, random_cond, sample
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_NODES = {"OrganMaskFromMask"}
+PACK_NODES = {
+    "OrganMaskFromMask", "CXRImageLoader", "OrganMaskLoader", "PathologySpatialPrior", "AnatomyAttentionGate",
+    "PathologyCrossAttnReweight", "EnergyLatentCorrector", "AttentionMapCapture", "AttentionMapRender", "CXRMetrics",
+    "CXRFIDAccumulate", "CXRFIDCompute",
+}  # fmt: skip
 
 
 def test_host_links_this_checkout(comfyui_dir: Path) -> None:
