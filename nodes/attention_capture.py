@@ -14,7 +14,7 @@ from ..cxr_core.attention.engine import install
 from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
 from ..cxr_core.heatmaps import render_heatmap
-from .attention_common import enabled_input, sites_input
+from .attention_common import enabled_input, prompt_inputs, sites_input
 from .sockets import CATEGORY
 
 AttentionMapsIO = io.Custom("CXR_ATTENTION_MAPS")
@@ -41,16 +41,7 @@ class AttentionMapCapture(io.ComfyNode):
             "the next sampling run. Connect its MODEL to the sampler and its maps to Attention Map Render.",
             inputs=[
                 io.Model.Input("model"),
-                io.Clip.Input(
-                    "clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."
-                ),
-                io.String.Input(
-                    "text",
-                    multiline=True,
-                    default="chest x-ray, left pleural effusion",
-                    tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
-                ),
-                io.String.Input("words", default="effusion", tooltip="Words to record, comma-separated."),
+                *prompt_inputs("words", "effusion"),
                 sites_input("16"),
                 io.String.Input(
                     "steps", default="all", tooltip="'all', or step indices to record such as '0,4,9'."

@@ -33,3 +33,27 @@ def sites_input(default: str) -> io.String.Input:
         tooltip="Attention sites to patch: 'all'; token-grid sizes at a 512-px image ('64,32' = the fine sites, "
         "'16' = the 16x16 sites, '8' = middle); 'input', 'middle', 'output'; or sites like 'input4,output9'.",
     )
+
+
+def prompt_inputs(words_id: str = "pathology_words", words_default: str = "pleural, effusion") -> list:
+    """clip, text and the words to find in it: shared by every node that works on prompt tokens."""
+    return [
+        io.Clip.Input("clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."),
+        io.String.Input(
+            "text",
+            multiline=True,
+            default="chest x-ray, left pleural effusion",
+            tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
+        ),
+        io.String.Input(
+            words_id,
+            default=words_default,
+            tooltip="Words, comma-separated; each must occur in the prompt (multi-token words and repeats work).",
+        ),
+    ]
+
+
+def prior_input() -> io.Mask.Input:
+    return io.Mask.Input(
+        "prior", tooltip="Target region in [0,1] at image resolution (PathologySpatialPrior)."
+    )

@@ -11,8 +11,8 @@ from comfy_api.latest import io
 from ..cxr_core.attention.correction import LatentCorrector, make_sampler_wrapper
 from ..cxr_core.attention.engine import ensure_run_state, sigma_window
 from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
-from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
-from .attention_common import enabled_input, sites_input
+from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
+from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input
 from .pathology_reweight import validate_prior
 from .sockets import CATEGORY
 
@@ -34,7 +34,7 @@ def build_corrector(
     if not 1 <= int(iterations) <= 5:
         raise ValueError(f"{node}: iterations must be 1..5, received {iterations}")
     check_sd15_structure(model.get_model_object("diffusion_model"))
-    columns = sorted({i for pos in find_word_tokens(clip, text, words).values() for i in pos})
+    columns = pathology_columns(clip, text, words)
     _, sigma_end = sigma_window(model, 0.0, end_percent)
     return LatentCorrector(
         prior=p, columns=tuple(columns), prompt_len=tokenize_prompt(clip, text).length, sigma_end=sigma_end,
@@ -67,23 +67,8 @@ class EnergyLatentCorrector(io.ComfyNode):
             "level with KSampler, KSamplerAdvanced and SamplerCustom.",
             inputs=[
                 io.Model.Input("model"),
-                io.Clip.Input(
-                    "clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."
-                ),
-                io.String.Input(
-                    "text",
-                    multiline=True,
-                    default="chest x-ray, left pleural effusion",
-                    tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
-                ),
-                io.String.Input(
-                    "pathology_words",
-                    default="pleural, effusion",
-                    tooltip="Words of the finding, comma-separated; each must occur in the prompt.",
-                ),
-                io.Mask.Input(
-                    "prior", tooltip="Target region in [0,1] at image resolution (PathologySpatialPrior)."
-                ),
+                *prompt_inputs(),
+                prior_input(),
                 io.Float.Input(
                     "eta",
                     default=30.0,

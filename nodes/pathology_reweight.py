@@ -11,8 +11,8 @@ from comfy_api.latest import io
 from ..cxr_core.attention.contributions import PathologyReweight, Window
 from ..cxr_core.attention.engine import install, sigma_window
 from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
-from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
-from .attention_common import enabled_input, sites_input, window_inputs
+from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
+from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input, window_inputs
 from .sockets import CATEGORY
 
 
@@ -49,23 +49,8 @@ class PathologyCrossAttnReweight(io.ComfyNode):
             "the spatial prior and divides it by lambda_out outside, so the finding forms where it belongs.",
             inputs=[
                 io.Model.Input("model"),
-                io.Clip.Input(
-                    "clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."
-                ),
-                io.String.Input(
-                    "text",
-                    multiline=True,
-                    default="chest x-ray, left pleural effusion",
-                    tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
-                ),
-                io.String.Input(
-                    "pathology_words",
-                    default="pleural, effusion",
-                    tooltip="Words of the finding, comma-separated; each must occur in the prompt.",
-                ),
-                io.Mask.Input(
-                    "prior", tooltip="Target region in [0,1] at image resolution (PathologySpatialPrior)."
-                ),
+                *prompt_inputs(),
+                prior_input(),
                 io.Float.Input(
                     "lambda_in",
                     default=3.0,
@@ -108,7 +93,7 @@ class PathologyCrossAttnReweight(io.ComfyNode):
                 f"{node}: pathology_words is empty; give the finding's words, e.g. 'pleural, effusion'"
             )
         check_sd15_structure(model.get_model_object("diffusion_model"))
-        positions = sorted({i for pos in find_word_tokens(clip, text, words).values() for i in pos})
+        positions = pathology_columns(clip, text, words)
         site_keys = parse_site_spec(sites)
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         m = model.clone()

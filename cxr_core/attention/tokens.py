@@ -95,6 +95,11 @@ def find_word_tokens(
     return found
 
 
+def pathology_columns(clip_or_tokenizer: object, text: str, words: list[str]) -> list[int]:
+    """Sorted token positions of all the given words together (each must be in the prompt)."""
+    return sorted({i for pos in find_word_tokens(clip_or_tokenizer, text, words).values() for i in pos})
+
+
 def _find_subsequence(ids: tuple[int, ...], seq: tuple[int, ...]) -> list[int]:
     n = len(seq)
     out: list[int] = []
