@@ -4,8 +4,12 @@ Thin entry point: the V3 extension lives in ``nodes/``, the algorithms in
 ``cxr_core/``. Nothing is patched at import time.
 """
 
-from .nodes import comfy_entrypoint
-
 WEB_DIRECTORY = "./js"
 
-__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
+# ComfyUI always imports this file as a package. pytest, collecting tests/, may import
+# it alone (as "__init__", when the checkout's folder name is not an identifier);
+# there is no package to import from then, and nothing to register.
+if __package__:
+    from .nodes import comfy_entrypoint
+
+    __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
