@@ -1,130 +1,251 @@
-"""Command line: ``python -m cxr_runner {run,manifest,study,aggregate} ...``."""
+"""Command line: ``python -m cxr_runner {run,manifest,study,aggregate} ...``.
+
+run        queue one workflow (API format; a plain editor workflow is converted), with --set overrides
+manifest   run a workflow over a CSV manifest: resumable, retried, sharded (--shard i/n), over several servers
+study      run workflow variants over one manifest, then tabulate mean ± std per metric (markdown + PNG)
+aggregate  tabulate existing results CSVs again
+
+Exit status: 0 all rows ok, 1 some rows failed or were not run, 2 bad input, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from .manifest import ManifestError, ManifestJob, parse_mapping, parse_shard, read_manifest, run_manifest
+from .client import ComfyClient
+from .errors import RunnerError
+from .jobs import Job, Report, check_job, check_servers, run_job
+from .manifest import load_mapping, parse_shard, read_manifest
 from .overrides import parse_override
 from .server import LocalComfyServer
-from .study import _slug, aggregate, collect, load_study, run_study, write_report
+from .study import load_study, run_study, slug, write_study_report
 from .workflow_format import WorkflowFormatError
+from .workflow_io import is_ui_format, read_workflow, to_api
 
 log = logging.getLogger("cxr_counterfactual.runner")
+DEFAULT_SERVER = "http://127.0.0.1:8188"
 
 
-def _load_workflow(path: Path) -> dict:
-    if not path.is_file():
-        raise ManifestError(f"workflow {path} does not exist")
-    wf = json.loads(path.read_text())
-    if "nodes" in wf and "links" in wf:
-        raise ManifestError(
-            f"{path.name} is an editor (UI) workflow; use its API twin (example_workflows/api/) or export it with "
-            "'Export (API)' in ComfyUI"
-        )
-    return wf
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (
+        logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    )
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("cxr_counterfactual").setLevel(level)
+    try:
+        return _dispatch(args)
+    except (RunnerError, WorkflowFormatError, FileNotFoundError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished rows are recorded, run the same command again to resume\n")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m cxr_runner", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="queue one workflow and fetch its images and metrics")
+    run.add_argument("workflow", type=Path, help="API-format workflow JSON (ComfyUI: Export (API))")
+    _set_arg(run)
+    _common(run)
+
+    man = sub.add_parser("manifest", help="run a workflow over a CSV manifest (resumable, sharded)")
+    man.add_argument("workflow", type=Path)
+    man.add_argument("manifest", type=Path, help="CSV: image, masks, pathology, side, extent, seed, ...")
+    _map_args(man)
+    _set_arg(man)
+    _shard_arg(man)
+    man.add_argument("--file-columns", default="image,masks",
+                     help="columns whose local files are uploaded to the server (default image,masks)")  # fmt: skip
+    _common(man)
+
+    st = sub.add_parser("study", help="run workflow variants over a manifest, then tabulate and chart")
+    st.add_argument("study", type=Path, nargs="?", help="study JSON (or give everything with flags)")
+    st.add_argument("--manifest", type=Path, help="manifest CSV (replaces the study file's)")
+    st.add_argument("--variant", action="append", default=[], metavar="NAME=WORKFLOW",
+                    help="a variant; repeat for each")  # fmt: skip
+    _map_args(st)
+    _set_arg(st)
+    _shard_arg(st)
+    _metric_args(st)
+    _common(st)
+
+    ag = sub.add_parser("aggregate", help="tabulate results again: [NAME=]RESULTS.csv or [NAME=]FOLDER ...")
+    ag.add_argument("results", nargs="+", metavar="[NAME=]PATH")
+    _metric_args(ag)
+    ag.add_argument("--out", type=Path, default=Path("runs/aggregate"), help="folder for study.md/.csv/.png")
+    ag.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "retries", 0) < 0:
+        raise RunnerError(f"--retries {args.retries}: expected 0 or more")
+    if args.cmd == "aggregate":
+        return _aggregate(args)
+    template = Job(workflow={}, out_dir=args.out or Path("runs") / _default_out(args), servers=[],
+                   retries=args.retries, retry_delay_s=args.retry_delay, timeout_s=args.timeout,
+                   show_progress=False if args.quiet else None, previews=args.previews)  # fmt: skip
+    if args.cmd == "study":
+        return _study(args, template)
+    # local inputs are checked before any server is contacted or started
+    data = read_workflow(args.workflow)
+    job = replace(template, overrides=[parse_override(s) for s in args.set])
+    rows: list[dict[str, str]] = [{}]
+    if args.cmd == "run":
+        job = replace(job, resume=False)
+    else:
+        mapping = load_mapping(args.map, args.map_file, args.manifest)
+        if not mapping:
+            raise RunnerError(f"no mapping from {args.manifest.name}'s columns to workflow inputs: give "
+                              f"--map column=Node title.input, --map-file FILE.json, or "
+                              f"{args.manifest.with_suffix('.map.json').name} beside the manifest")  # fmt: skip
+        rows = read_manifest(args.manifest, mapping)
+        job = replace(job, mapping=mapping, shard=parse_shard(args.shard),
+                      base_dirs=[args.manifest.resolve().parent, Path.cwd()],
+                      file_columns=tuple(c.strip() for c in args.file_columns.split(",") if c.strip()))  # fmt: skip
+    if not is_ui_format(data):
+        check_job(replace(job, workflow=data))
+    with _servers(args) as servers:
+        api = to_api(data, _object_info(servers) if is_ui_format(data) else None, str(args.workflow))
+        return _finish(run_job(replace(job, workflow=api, servers=servers), rows))
+
+
+def _study(args: argparse.Namespace, template: Job) -> int:
+    study = load_study(args.study, args.manifest, args.variant, args.map, args.map_file, args.set,
+                       _metrics(args), args.title)  # fmt: skip
+    read_manifest(study.manifest, study.mapping)
+    ui = [
+        _is_ui_file(v.workflow) for v in study.variants
+    ]  # also: every variant file exists and is a workflow
+    template = replace(template, shard=parse_shard(args.shard),
+                       base_dirs=[study.manifest.resolve().parent, Path.cwd()])  # fmt: skip
+    with _servers(args) as servers:
+        template = replace(template, servers=servers)
+        reports = run_study(study, template, _object_info(servers) if any(ui) else None)
+    sources = {name: r.out_dir for name, r in reports.items()}
+    md, csv_path, png = write_study_report(sources, template.out_dir, study.metrics, study.title)
+    for name, r in reports.items():
+        sys.stdout.write(f"{name}: {r.summary()}\n")
+    sys.stdout.write("\n" + md.read_text(encoding="utf-8") + f"\nwrote {md}, {csv_path} and {png}\n")
+    return 0 if all(r.failed == 0 for r in reports.values()) else 1
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    sources: dict[str, Path] = {}
+    for item in args.results:
+        name, eq, path = item.partition("=")
+        p = Path(path if eq else item)
+        label = name if eq else (p.parent.name if p.suffix == ".csv" else p.name)
+        if label in sources:
+            raise RunnerError(f"two results are both named '{label}'; name them: NAME=PATH")
+        sources[label] = p
+    md, csv_path, png = write_study_report(sources, args.out, _metrics(args), args.title or "")
+    sys.stdout.write(md.read_text(encoding="utf-8") + f"\nwrote {md}, {csv_path} and {png}\n")
+    return 0
+
+
+def _finish(report: Report) -> int:
+    sys.stdout.write(f"{report.summary()}; results in {report.out_dir / 'results.csv'}\n")
+    if report.counts["not_run"]:
+        sys.stderr.write(f"{report.counts['not_run']} rows were not run: no server was left answering\n")
+    return 0 if report.failed == 0 else 1
 
 
 @contextlib.contextmanager
 def _servers(args: argparse.Namespace) -> Iterator[list[str]]:
-    if args.start_server:
-        comfy = args.comfyui_dir or os.environ.get("COMFYUI_DIR")
-        if not comfy:
-            raise ManifestError("--start-server needs --comfyui-dir or COMFYUI_DIR")
-        with LocalComfyServer(comfyui_dir=Path(comfy), python=sys.executable) as server:
-            yield [server.base_url]
-    else:
-        yield args.server or ["http://127.0.0.1:8188"]
+    if not args.start_server:
+        servers = args.server or [DEFAULT_SERVER]
+        check_servers(servers)
+        yield servers
+        return
+    if args.server:
+        raise RunnerError("give either --server URL or --start-server, not both")
+    comfy = args.comfyui_dir or os.environ.get("COMFYUI_DIR")
+    if not comfy or not (Path(comfy) / "main.py").is_file():
+        raise RunnerError(f"--start-server needs a ComfyUI checkout (with main.py) in --comfyui-dir or $COMFYUI_DIR; "
+                          f"got {comfy or 'neither'}")  # fmt: skip
+    server = LocalComfyServer(comfyui_dir=Path(comfy), python=args.comfyui_python or sys.executable,
+                              extra_args=list(args.server_arg))  # fmt: skip
+    log.info("starting ComfyUI from %s", comfy)
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError) as e:
+        raise RunnerError(f"could not start ComfyUI: {e}") from e
+    try:
+        log.info("ComfyUI is up at %s", server.base_url)
+        yield [server.base_url]
+    finally:
+        server.stop()
+
+
+def _is_ui_file(path: Path) -> bool:
+    try:
+        return is_ui_format(read_workflow(path))
+    except WorkflowFormatError as e:
+        raise RunnerError(f"study variant: {e}") from e
+
+
+def _object_info(servers: list[str]) -> dict:
+    return ComfyClient(servers[0], timeout_s=120.0).object_info()
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    src = args.study if args.cmd == "study" else args.workflow
+    return slug(src.stem) if src else "study"
+
+
+def _metrics(args: argparse.Namespace) -> list[str] | None:
+    return [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+
+
+def _set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="'TITLE.INPUT=VALUE'",
+                   help="set a node input by node title (or id) and input name; value parsed as JSON if it can be")  # fmt: skip
+
+
+def _map_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--map", action="append", default=[], metavar="COLUMN=TITLE.INPUT",
+                   help="feed a manifest column into a node input; repeat (a column may feed several inputs)")  # fmt: skip
+    p.add_argument("--map-file", type=Path, help="JSON {column: 'Title.input' or [...]}")
+
+
+def _shard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard", default="0/1", metavar="I/N", help="run only rows with index %% N == I (default 0/1)"
+    )
+
+
+def _metric_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", help="comma-separated metric names (default: the usual ones present)")
+    p.add_argument("--title", help="title of the table and chart")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", action="append", help="ComfyUI URL; repeat for several (one worker each)")
+    p.add_argument("--server", action="append", metavar="URL",
+                   help=f"ComfyUI server; repeat for several, one worker each (default {DEFAULT_SERVER})")  # fmt: skip
+    p.add_argument("--start-server", action="store_true", help="start a local ComfyUI for this run")
+    p.add_argument("--comfyui-dir", help="ComfyUI checkout for --start-server (default $COMFYUI_DIR)")
+    p.add_argument("--comfyui-python", help="Python that runs ComfyUI for --start-server (default this one)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra main.py argument for --start-server, e.g. --server-arg=--lowvram")  # fmt: skip
+    p.add_argument("--out", type=Path, help="results folder (default runs/<workflow or study name>)")
     p.add_argument(
-        "--start-server", action="store_true", help="start a local ComfyUI ($COMFYUI_DIR) for this run"
+        "--retries", type=int, default=1, help="retries per row before it is recorded as failed (1)"
     )
-    p.add_argument("--comfyui-dir", help="ComfyUI checkout for --start-server")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="results folder")
-    p.add_argument("--retries", type=int, default=1, help="retries per row before it is recorded as failed")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per prompt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m cxr_runner", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="queue one API-format workflow")
-    run.add_argument("workflow", type=Path)
-    run.add_argument(
-        "--set", action="append", default=[], help="'Node title.input=value' (JSON values parsed)"
-    )
-    _common(run)
-    man = sub.add_parser("manifest", help="run a workflow over a CSV manifest (resumable, sharded)")
-    man.add_argument("workflow", type=Path)
-    man.add_argument("manifest", type=Path)
-    man.add_argument("--map", action="append", default=[], help="column=Node title.input")
-    man.add_argument("--set", action="append", default=[], help="fixed overrides for every row")
-    man.add_argument("--shard", default="0/1", help="i/n: rows with index %% n == i")
-    _common(man)
-    st = sub.add_parser("study", help="run variants over a manifest, then aggregate")
-    st.add_argument("study", type=Path)
-    _common(st)
-    ag = sub.add_parser("aggregate", help="tabulate result folders: NAME=FOLDER ...")
-    ag.add_argument("results", nargs="+")
-    ag.add_argument("--metrics", help="comma-separated metric names")
-    ag.add_argument("--out", type=Path, default=Path("runs"))
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except (ManifestError, WorkflowFormatError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    show = None if not getattr(args, "quiet", False) else False
-    if args.cmd == "aggregate":
-        folders = dict(
-            item.split("=", 1) if "=" in item else (Path(item).name, item) for item in args.results
-        )
-        table = aggregate(collect({k: Path(v) for k, v in folders.items()}),
-                          args.metrics.split(",") if args.metrics else None)  # fmt: skip
-        md, png = write_report(table, args.out)
-        sys.stdout.write(md.read_text() + f"\nwrote {md} and {png}\n")
-        return 0
-    with _servers(args) as servers:
-        if args.cmd == "study":
-            spec = load_study(args.study)
-            counts = run_study(spec, args.out, servers, show)
-            table = aggregate(
-                collect({n: args.out / _slug(n) for n in spec["variants"]}), spec.get("metrics")
-            )
-            md, png = write_report(table, args.out)
-            sys.stdout.write(f"{json.dumps(counts)}\n{md.read_text()}\nwrote {md} and {png}\n")
-            return 0 if all(c["failed"] == 0 for c in counts.values()) else 1
-        workflow = _load_workflow(args.workflow)
-        overrides = [parse_override(s) for s in args.set]
-        if args.cmd == "run":
-            job = ManifestJob(
-                workflow, args.out, servers, {}, overrides, args.retries, args.timeout, (0, 1), show
-            )
-            counts = run_manifest(job, [{}])
-        else:
-            mapping = parse_mapping(args.map)
-            rows = read_manifest(args.manifest, mapping)
-            job = ManifestJob(workflow, args.out, servers, mapping, overrides, args.retries, args.timeout,
-                              parse_shard(args.shard), show)  # fmt: skip
-            counts = run_manifest(job, rows)
-        sys.stdout.write(f"{json.dumps(counts)}; results in {args.out / 'results.csv'}\n")
-        return 0 if counts["failed"] == 0 else 1
+    p.add_argument("--retry-delay", type=float, default=2.0, help="seconds between attempts (2)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds a prompt may take (1800)")
+    p.add_argument("--previews", action="store_true", help="also fetch preview (temp) images")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

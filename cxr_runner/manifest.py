@@ -1,269 +1,144 @@
-"""Run a workflow over a dataset manifest: resumable, idempotent, sharded, across several servers.
+"""Dataset manifests: the CSV, the mapping of its columns to workflow inputs, shards and row keys.
 
-Each manifest row becomes one prompt: its columns are written into workflow
-inputs through a mapping (column -> "Node title.input"). Local files named in
-the row are uploaded to the server's input folder first. Results go to
-``<out>/results.jsonl`` (one record per attempt outcome, appended under a file
-lock, so shards may share an out folder) and ``<out>/results.csv`` (the latest
-record per row, flattened metrics). A row whose key (hash of the row and the
-workflow) already finished ``ok`` is skipped; failed rows are retried on the
-next run. ``--shard i/n`` keeps the rows whose index % n == i.
+A manifest is a CSV with a header, one row per counterfactual; the usual
+columns are ``image, masks, pathology, side, extent, seed`` and any others are
+allowed. A mapping sends columns to inputs (``column -> ["Node title.input",
+...]``), from ``--map`` flags or a JSON file (``{"seed": "Sampler.seed", "text":
+["Positive prompt.text", "Pathology reweight.text"]}``); a ``<manifest>.map.json``
+beside the manifest is used when no mapping is given. An empty cell leaves the
+workflow's own value.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import logging
-import queue
-import threading
-import time
-import urllib.error
-import urllib.request
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import ComfyClient, PromptError, output_images
-from .overrides import apply_overrides, parse_target, parse_value
-from .progress import submit_and_follow
+from .errors import RunnerError
+from .overrides import Override, Target, parse_target
+from .workflow_format import WorkflowFormatError
 
 log = logging.getLogger("cxr_counterfactual.runner")
-FILE_COLUMNS = ("image", "masks")
-
-
-class ManifestError(ValueError):
-    pass
-
-
-@dataclass
-class ManifestJob:
-    workflow: dict
-    out_dir: Path
-    servers: list[str]
-    mapping: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (title, input)
-    overrides: list[tuple[str, str, Any]] = field(default_factory=list)
-    retries: int = 1
-    timeout_s: float = 1800.0
-    shard: tuple[int, int] = (0, 1)
-    show_progress: bool | None = None
+USUAL_COLUMNS = ("image", "masks", "pathology", "side", "extent", "seed")
+FILE_COLUMNS = ("image", "masks")  # local files in these columns are uploaded
+Mapping = dict[str, list[Target]]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
+    """``'i/n'`` -> (i, n) with 0 <= i < n."""
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError as e:
-        raise ManifestError(f"--shard '{text}': expected i/n such as 0/4") from e
+        raise RunnerError(f"--shard '{text}': expected i/n with whole numbers, such as 0/4") from e
     if n < 1 or not 0 <= i < n:
-        raise ManifestError(f"--shard '{text}': need 0 <= i < n")
+        raise RunnerError(f"--shard '{text}': expected 0 <= i < n (shard indices start at 0)")
     return i, n
 
 
-def parse_mapping(items: list[str]) -> dict[str, tuple[str, str]]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ManifestError(f"--map '{item}': expected column=Node title.input")
-        column, target = item.split("=", 1)
-        out[column.strip()] = parse_target(target)
-    return out
-
-
-def read_manifest(path: Path, mapping: dict[str, tuple[str, str]]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = [dict(r) for r in reader]
-        columns = reader.fieldnames or []
-    missing = sorted(set(mapping) - set(columns))
-    if missing:
-        raise ManifestError(f"manifest {path.name}: mapped columns {missing} are not in its header {columns}")
-    return rows
-
-
-def row_key(row: dict, workflow: dict) -> str:
-    blob = json.dumps({"row": row, "workflow": workflow}, sort_keys=True).encode()
-    return hashlib.sha1(blob).hexdigest()[:16]
-
-
-def shard_rows(rows: list[dict], shard: tuple[int, int]) -> list[tuple[int, dict]]:
+def shard_rows(rows: list[dict[str, str]], shard: tuple[int, int]) -> list[tuple[int, dict[str, str]]]:
+    """(row index, row) for the rows with index % n == i; indices count data rows from 0."""
     i, n = shard
     return [(k, r) for k, r in enumerate(rows) if k % n == i]
 
 
-class ResultStore:
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = out_dir / "results.jsonl"
-        self._lock = threading.Lock()
-
-    def records(self) -> list[dict]:
-        if not self.jsonl.is_file():
-            return []
-        with self.jsonl.open() as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-
-    def latest(self) -> dict[str, dict]:
-        latest: dict[str, dict] = {}
-        for rec in self.records():
-            if rec["status"] == "ok" or latest.get(rec["key"], {}).get("status") != "ok":
-                latest[rec["key"]] = rec
-        return latest
-
-    def finished(self) -> set[str]:
-        return {k for k, r in self.latest().items() if r["status"] == "ok"}
-
-    def append(self, record: dict) -> None:
-        line = json.dumps(record, sort_keys=True) + "\n"
-        with self._lock, self.jsonl.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                fh.write(line)
-                fh.flush()
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def write_csv(self) -> Path:
-        path = self.out_dir / "results.csv"
-        rows = [flatten_record(r) for r in sorted(self.latest().values(), key=lambda r: r.get("index", 0))]
-        columns: list[str] = []
-        for r in rows:
-            columns.extend(c for c in r if c not in columns)
-        with path.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=columns)
-            w.writeheader()
-            w.writerows(rows)
-        return path
-
-
-def flatten_record(rec: dict) -> dict[str, Any]:
-    flat: dict[str, Any] = {k: rec.get(k) for k in ("key", "index", "status", "attempts", "prompt_id", "server",
-                                                     "error")}  # fmt: skip
-    flat.update({f"row.{k}": v for k, v in (rec.get("row") or {}).items()})
-    flat["outputs"] = ";".join(rec.get("outputs") or [])
-    for i, m in enumerate(rec.get("metrics") or []):
-        prefix = "metric." if i == 0 else f"metric{i}."
-        for k, v in _flatten(m).items():
-            flat[prefix + k] = v
-    return flat
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        elif isinstance(v, list):
-            out[prefix + k] = json.dumps(v)
-        else:
-            out[prefix + k] = v
+def parse_mapping(items: list[str]) -> Mapping:
+    """``['column=Node title.input', ...]`` -> {column: [Target, ...]} (a column may feed several inputs)."""
+    out: Mapping = {}
+    for item in items:
+        column, eq, target = item.partition("=")
+        if not eq or not column.strip():
+            raise RunnerError(f"--map '{item}': expected column=Node title.input")
+        try:
+            out.setdefault(column.strip(), []).append(parse_target(target))
+        except WorkflowFormatError as e:
+            raise RunnerError(f"--map '{item}': {e}") from e
     return out
 
 
-def upload(client: ComfyClient, path: Path, subfolder: str) -> str:
-    """POST a local file to /upload/image; returns the name to use in the workflow."""
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in (("subfolder", subfolder), ("overwrite", "true"), ("type", "input")):
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+def mapping_from_json(data: Any, source: str) -> Mapping:
+    """{column: "Title.input" or [..]} -> Mapping."""
+    if not isinstance(data, dict):
+        raise RunnerError(
+            f"{source}: expected a JSON object {{column: 'Node title.input'}}, got {type(data).__name__}"
         )
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n")  # fmt: skip
-    parts.append(f"--{boundary}--\r\n".encode())
-    req = urllib.request.Request(client.base_url + "/upload/image", data=b"".join(parts), method="POST")
-    req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-    with urllib.request.urlopen(req, timeout=client.timeout_s) as r:
-        info = json.loads(r.read())
-    return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
+    items = []
+    for column, targets in data.items():
+        for t in [targets] if isinstance(targets, str) else targets if isinstance(targets, list) else [None]:
+            if not isinstance(t, str):
+                raise RunnerError(
+                    f"{source}: column '{column}' must map to 'Node title.input' or a list of them"
+                )
+            items.append(f"{column}={t}")
+    return parse_mapping(items)
 
 
-def _row_value(client: ComfyClient, column: str, cell: str, key: str) -> Any:
-    path = Path(cell).expanduser()
-    if column in FILE_COLUMNS and cell and path.is_file():
-        name = upload(client, path, f"cxr_runner/{key}")
-        sidecar = path.with_suffix(".json")  # a label map's legend travels with it
+def load_mapping(items: list[str], map_file: Path | None, manifest: Path | None) -> Mapping:
+    """Mapping from a JSON file, then --map flags (added to it); else the manifest's sidecar."""
+    mapping: Mapping = {}
+    if map_file is None and not items and manifest is not None:
+        sidecar = manifest.with_suffix(".map.json")
         if sidecar.is_file():
-            upload(client, sidecar, f"cxr_runner/{key}")
-        return name
-    return parse_value(cell)
-
-
-def run_row(client: ComfyClient, job: ManifestJob, index: int, row: dict, key: str) -> dict:
-    """Queue one row (with retries) and return its result record."""
-    record: dict[str, Any] = {"key": key, "index": index, "row": row, "server": client.base_url}
-    error = ""
-    for attempt in range(1, job.retries + 2):
-        record["attempts"] = attempt
+            map_file = sidecar
+            log.info("mapping from %s", sidecar)
+    if map_file is not None:
+        if not map_file.is_file():
+            raise RunnerError(f"mapping file {map_file} does not exist")
         try:
-            sets = list(job.overrides)
-            for column, (title, name) in job.mapping.items():
-                sets.append((title, name, _row_value(client, column, row[column], key)))
-            api = apply_overrides(job.workflow, sets)
-            prompt_id = submit_and_follow(client.base_url, client.client_id, lambda a=api: client.queue_prompt(a),
-                                          job.timeout_s, job.show_progress)  # fmt: skip
-            entry = client.wait(prompt_id, job.timeout_s)
-            record.update(status="ok", prompt_id=prompt_id, error="", finished=time.time())
-            record["outputs"] = _download(client, entry, job.out_dir / key)
-            record["metrics"] = [
-                m for out in entry.get("outputs", {}).values() for m in out.get("cxr_metrics", [])
-            ]
-            return record
-        except (PromptError, urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
-            error = str(e)
-            log.warning("row %d (%s) attempt %d failed: %s", index, key, attempt, error)
-    record.update(status="failed", error=error[:2000], finished=time.time())
-    return record
+            mapping = mapping_from_json(json.loads(map_file.read_text(encoding="utf-8")), str(map_file))
+        except ValueError as e:
+            if isinstance(e, RunnerError):
+                raise
+            raise RunnerError(f"mapping file {map_file} is not JSON: {e}") from e
+    for column, targets in parse_mapping(items).items():
+        mapping.setdefault(column, []).extend(targets)
+    return mapping
 
 
-def _download(client: ComfyClient, entry: dict, dest: Path) -> list[str]:
-    dest.mkdir(parents=True, exist_ok=True)
-    saved = []
-    for img in output_images(entry):
-        if img.get("type") != "output":
-            continue
-        path = dest / img["filename"]
-        path.write_bytes(client.view(img["filename"], img.get("subfolder", ""), img["type"]))
-        saved.append(str(path))
-    return saved
+def read_manifest(path: Path, mapping: Mapping) -> list[dict[str, str]]:
+    """The manifest's rows (cells stripped); errors name the file, the line and what was expected."""
+    if not path.is_file():
+        raise RunnerError(f"manifest {path} does not exist")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [c.strip() for c in reader.fieldnames or []]
+            raw_rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise RunnerError(f"manifest {path} is not a UTF-8 CSV file: {e}") from e
+    if not header:
+        raise RunnerError(f"manifest {path} is empty; expected a header such as {','.join(USUAL_COLUMNS)}")
+    if "" in header or len(set(header)) != len(header):
+        raise RunnerError(f"manifest {path}: column names must be unique and not empty; header is {header}")
+    missing = [c for c in mapping if c not in header]
+    if missing:
+        raise RunnerError(f"manifest {path}: mapped columns {missing} are not in its header {header}")
+    rows = []
+    for line, raw in enumerate(raw_rows, start=2):
+        if None in raw or any(v is None for v in raw.values()):
+            raise RunnerError(
+                f"manifest {path}, line {line}: expected {len(header)} cells ({','.join(header)})"
+            )
+        rows.append({k.strip(): v.strip() for k, v in raw.items()})
+    if not rows:
+        log.warning("manifest %s has a header but no rows", path)
+    return rows
 
 
-def run_manifest(job: ManifestJob, rows: list[dict]) -> dict[str, int]:
-    """Run the shard's unfinished rows across the servers; returns counts."""
-    store = ResultStore(job.out_dir)
-    done = store.finished()
-    todo: queue.Queue = queue.Queue()
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    for index, row in shard_rows(rows, job.shard):
-        key = row_key(row, {"workflow": job.workflow, "set": job.overrides, "map": job.mapping})
-        if key in done:
-            counts["skipped"] += 1
-        else:
-            todo.put((index, row, key))
-    lock = threading.Lock()
+def row_key(row: dict[str, str], recipe: dict[str, Any]) -> str:
+    """Stable key of a row: a hash of its cells and of everything else that decides its prompt.
 
-    def worker(url: str) -> None:
-        client = ComfyClient(url)
-        while True:
-            try:
-                index, row, key = todo.get_nowait()
-            except queue.Empty:
-                return
-            rec = run_row(client, job, index, row, key)
-            store.append(rec)
-            with lock:
-                counts[rec["status"]] += 1
-            log.info("row %d: %s%s", index, rec["status"], f" ({rec['error']})" if rec["error"] else "")
+    ``recipe`` holds the workflow, the mapping, fixed overrides and the digests
+    of uploaded files; the row's position in the manifest is not part of it.
+    """
+    blob = json.dumps({"row": row, "recipe": recipe}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
-    threads = [threading.Thread(target=worker, args=(url,), daemon=True) for url in job.servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    store.write_csv()
-    return counts
+
+def row_overrides(row: dict[str, str], mapping: Mapping, values: dict[str, Any]) -> list[Override]:
+    """The overrides a row makes: each mapped, non-empty column's value (``values``) into its targets."""
+    return [Override(t, values[column]) for column, targets in mapping.items() if row[column] != ""
+            for t in targets]  # fmt: skip

@@ -1,161 +1,196 @@
-"""Ablation studies: run workflow variants over one manifest, then tabulate mean and std per metric.
+"""Ablation studies: run workflow variants over one manifest, then tabulate and chart mean ± std per metric.
 
-Study file (JSON)::
+Study file (JSON; paths relative to it)::
 
-    {"manifest": "rows.csv", "map": {"seed": "Sampler.seed"},
+    {"manifest": "rows.csv",
+     "map": {"image": "Radiograph.image", "seed": "Sampler.seed"},
+     "set": {"Sampler.steps": 30},
      "variants": {"full": "example_workflows/api/cxr_counterfactual_full.json",
-                  "no gate": "example_workflows/api/ablation_no_gate.json"},
-     "metrics": ["ssim_outside", "localisation"], "retries": 1}
+                  "no gate": "example_workflows/api/ablation_no_gate.json",
+                  "PIE": {"workflow": "example_workflows/api/baseline_pie_progressive.json",
+                          "map": {"seed": "Sampler round 1.seed"}}},
+     "metrics": ["ssim_outside", "localisation"], "title": "Left effusion, 50 films"}
 
-Paths are relative to the study file. Each variant writes to <out>/<variant>/;
-the aggregate goes to <out>/study.md and <out>/study.png.
+A mapped or fixed input whose node a variant does not have (a bypassed module,
+a baseline built differently) is left out for that variant, with a note; a
+variant's own ``map`` replaces the study's entry for that column. Each variant
+runs into ``<out>/<variant>/`` (resumable, as the manifest command); the table
+goes to ``<out>/study.md`` and ``study.csv``, the chart to ``study.png``.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from .aggregate import aggregate, collect, images_per_variant, markdown, metric_order, write_table_csv
+from .charts import bar_chart
+from .errors import RunnerError
+from .jobs import Job, Report, run_job
+from .manifest import Mapping, load_mapping, mapping_from_json, read_manifest
+from .overrides import Override, node_ids, parse_override
+from .workflow_format import WorkflowFormatError
+from .workflow_io import read_workflow, to_api
 
-from .manifest import (
-    ManifestError,
-    ManifestJob,
-    ResultStore,
-    _flatten,
-    parse_mapping,
-    read_manifest,
-    run_manifest,
-)
-
-DEFAULT_METRICS = ("ssim_global", "ssim_outside", "ssim_inside", "psnr_global_db", "mae_outside", "localisation",
-                   "clip_i")  # fmt: skip
+log = logging.getLogger("cxr_counterfactual.runner")
 
 
-def load_study(path: Path) -> dict:
-    spec = json.loads(path.read_text())
-    for key in ("manifest", "variants"):
-        if key not in spec:
-            raise ManifestError(f"study {path.name}: missing '{key}'")
-    base = path.parent
-    spec["manifest"] = base / spec["manifest"]
-    spec["variants"] = {name: base / wf for name, wf in spec["variants"].items()}
-    return spec
+@dataclass
+class Variant:
+    name: str
+    workflow: Path
+    mapping: Mapping = field(default_factory=dict)
+    overrides: list[Override] = field(default_factory=list)
 
 
-def run_study(
-    spec: dict, out: Path, servers: list[str], show_progress: bool | None = None
-) -> dict[str, dict]:
-    mapping = parse_mapping([f"{c}={t}" for c, t in spec.get("map", {}).items()])
-    rows = read_manifest(Path(spec["manifest"]), mapping)
-    counts = {}
-    for name, wf in spec["variants"].items():
-        job = ManifestJob(workflow=json.loads(Path(wf).read_text()), out_dir=out / _slug(name), servers=servers,
-                          mapping=mapping, retries=int(spec.get("retries", 1)), show_progress=show_progress)  # fmt: skip
-        counts[name] = run_manifest(job, rows)
-    return counts
+@dataclass
+class Study:
+    manifest: Path
+    variants: list[Variant]
+    mapping: Mapping = field(default_factory=dict)
+    overrides: list[Override] = field(default_factory=list)
+    metrics: list[str] | None = None
+    title: str = ""
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+def slug(name: str) -> str:
+    """A folder name for a variant."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip()) or "variant"
 
 
-def collect(results: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
-    """{variant: [flattened metric dicts of its successful rows]} from result folders."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, folder in results.items():
-        recs = [r for r in ResultStore(folder).latest().values() if r["status"] == "ok"]
-        out[name] = [_flatten(m) for r in recs for m in r.get("metrics") or []]
-    return out
+def load_study(path: Path | None, manifest: Path | None = None, variants: list[str] | None = None,
+               map_items: list[str] | None = None, map_file: Path | None = None, set_items: list[str] | None = None,
+               metrics: list[str] | None = None, title: str | None = None) -> Study:  # fmt: skip
+    """A study from a JSON file and/or flags (flags add variants and mapping entries, and replace the rest)."""
+    spec: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        if not path.is_file():
+            raise RunnerError(f"study file {path} does not exist")
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise RunnerError(f"study file {path} is not JSON: {e}") from e
+        if not isinstance(spec, dict):
+            raise RunnerError(f"study file {path}: expected a JSON object with 'manifest' and 'variants'")
+        base = path.parent
+    src = str(path) if path else "study flags"
+    manifest_path = manifest or (base / spec["manifest"] if spec.get("manifest") else None)
+    if manifest_path is None:
+        raise RunnerError(f"{src}: no manifest; give 'manifest' in the study file or --manifest")
+    mapping = mapping_from_json(spec.get("map", {}), f"{src} 'map'")
+    for column, targets in load_mapping(map_items or [], map_file, None).items():
+        mapping.setdefault(column, []).extend(targets)
+    found = [_variant(name, v, base, src) for name, v in (spec.get("variants") or {}).items()]
+    for item in variants or []:
+        name, eq, wf = item.partition("=")
+        if not eq or not name.strip() or not wf.strip():
+            raise RunnerError(f"--variant '{item}': expected NAME=WORKFLOW.json")
+        found.append(Variant(name.strip(), Path(wf.strip())))
+    if not found:
+        raise RunnerError(
+            f"{src}: no variants; give 'variants' in the study file or --variant NAME=WORKFLOW.json"
+        )
+    if len({slug(v.name) for v in found}) != len(found):
+        raise RunnerError(f"{src}: variant names must differ (as folder names): {[v.name for v in found]}")
+    return Study(
+        manifest=manifest_path,
+        variants=found,
+        mapping=mapping,
+        overrides=_overrides(spec.get("set"), src) + [parse_override(s) for s in set_items or []],
+        metrics=metrics or spec.get("metrics"),
+        title=title if title is not None else str(spec.get("title", "")),
+    )
 
 
-def aggregate(per_variant: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...] | list[str] | None = None
-              ) -> dict[str, dict[str, tuple[float, float, int]]]:  # fmt: skip
-    """{variant: {metric: (mean, sample std, n)}} over numeric, non-null values."""
-    wanted = list(metrics or DEFAULT_METRICS)
-    table: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for name, recs in per_variant.items():
-        table[name] = {}
-        for m in wanted:
-            vals = [
-                float(r[m])
-                for r in recs
-                if isinstance(r.get(m), int | float) and not isinstance(r.get(m), bool)
-            ]
-            vals = [v for v in vals if math.isfinite(v)]
-            if vals:
-                mean = sum(vals) / len(vals)
-                std = (
-                    math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-                )
-                table[name][m] = (mean, std, len(vals))
-    return table
+def run_study(study: Study, template: Job, object_info: dict | None = None) -> dict[str, Report]:
+    """Run every variant over the manifest (``template`` gives out folder, servers, shard, retries...)."""
+    rows = read_manifest(study.manifest, study.mapping)
+    apis = {v.name: _load(v, object_info) for v in study.variants}
+    check_targets_somewhere(study, apis)
+    jobs = [_job(study, v, apis[v.name], template) for v in study.variants]  # every variant checked first
+    reports = {}
+    for variant, job in zip(study.variants, jobs, strict=True):
+        log.info("variant '%s': %s", variant.name, variant.workflow)
+        reports[variant.name] = run_job(job, rows)
+        log.info("variant '%s': %s", variant.name, reports[variant.name].summary())
+    return reports
 
 
-def markdown(table: dict[str, dict[str, tuple[float, float, int]]]) -> str:
-    metrics = [m for m in DEFAULT_METRICS if any(m in t for t in table.values())]
-    metrics += sorted({m for t in table.values() for m in t} - set(metrics))
-    lines = ["| variant | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for name, t in table.items():
-        n = max((v[2] for v in t.values()), default=0)
-        cells = [f"{t[m][0]:.4f} ± {t[m][1]:.4f}" if m in t else "n/a" for m in metrics]
-        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def chart(table: dict[str, dict[str, tuple[float, float, int]]], path: Path) -> None:
-    """One panel per metric, a bar per variant with a +-std whisker (Pillow only)."""
-    metrics = [m for m in DEFAULT_METRICS if any(m in t for t in table.values())]
-    metrics += sorted({m for t in table.values() for m in t} - set(metrics))
-    variants = list(table)
-    pw, ph, pad = 260, 220, 30
-    cols = max(1, min(3, len(metrics)))
-    rows = max(1, math.ceil(len(metrics) / cols))
-    im = Image.new("RGB", (cols * pw, rows * ph + 20 + 16 * len(variants)), "white")
-    d = ImageDraw.Draw(im)
-    palette = [
-        (52, 101, 164),
-        (204, 0, 0),
-        (78, 154, 6),
-        (245, 121, 0),
-        (117, 80, 123),
-        (193, 125, 17),
-        (85, 87, 83),
-    ]
-    for k, m in enumerate(metrics):
-        x0, y0 = (k % cols) * pw, (k // cols) * ph
-        vals = [table[v].get(m) for v in variants]
-        top = max((a + s for a, s, _ in filter(None, vals)), default=1.0) or 1.0
-        bottom = min(0.0, min((a - s for a, s, _ in filter(None, vals)), default=0.0))
-        scale = (ph - 2 * pad) / (top - bottom if top > bottom else 1.0)
-        base_y = y0 + ph - pad + bottom * scale
-        d.text((x0 + 8, y0 + 6), m, fill="black")
-        d.line([(x0 + pad, base_y), (x0 + pw - 10, base_y)], fill="gray")
-        bw = (pw - pad - 20) / max(len(variants), 1)
-        for j, val in enumerate(vals):
-            if val is None:
-                continue
-            mean, std, _ = val
-            bx = x0 + pad + j * bw + 4
-            d.rectangle([bx, base_y - mean * scale, bx + bw - 8, base_y], fill=palette[j % len(palette)])
-            cx = bx + (bw - 8) / 2
-            d.line(
-                [(cx, base_y - (mean + std) * scale), (cx, base_y - (mean - std) * scale)],
-                fill="black",
-                width=2,
-            )
-    ly = rows * ph + 4
-    for j, v in enumerate(variants):
-        d.rectangle([8, ly + 16 * j + 2, 18, ly + 16 * j + 12], fill=palette[j % len(palette)])
-        d.text((24, ly + 16 * j), v, fill="black")
-    im.save(path)
-
-
-def write_report(table: dict[str, dict[str, tuple[float, float, int]]], out: Path) -> tuple[Path, Path]:
+def write_study_report(sources: dict[str, Path], out: Path, metrics: list[str] | None = None,
+                       title: str = "") -> tuple[Path, Path, Path]:  # fmt: skip
+    """study.md, study.csv and study.png in ``out`` from each variant's results."""
+    per_variant = collect(sources)
+    table = aggregate(per_variant, metrics)
+    order = metrics or metric_order(table)
     out.mkdir(parents=True, exist_ok=True)
-    md, png = out / "study.md", out / "study.png"
-    md.write_text("Mean ± sample standard deviation over the rows that succeeded.\n\n" + markdown(table))
-    chart(table, png)
-    return md, png
+    md = out / "study.md"
+    header = f"# {title}\n\n" if title else ""
+    md.write_text(header + "Mean ± sample standard deviation over the images of the rows that succeeded; n "
+                  "counts images.\n\n" + markdown(table, order, images_per_variant(per_variant)),
+                  encoding="utf-8")  # fmt: skip
+    return md, write_table_csv(table, out / "study.csv"), bar_chart(table, out / "study.png", title, order)
+
+
+def _load(variant: Variant, object_info: dict | None) -> dict:
+    try:
+        return to_api(read_workflow(variant.workflow), object_info, f"variant '{variant.name}'")
+    except WorkflowFormatError as e:
+        raise RunnerError(f"variant '{variant.name}': {e}") from e
+
+
+def _job(study: Study, variant: Variant, api: dict, template: Job) -> Job:
+    mapping: Mapping = {}
+    for column, targets in study.mapping.items():
+        if column in variant.mapping:
+            continue
+        kept = [t for t in targets if node_ids(api, t.node)]
+        for t in targets:
+            if t not in kept:
+                log.info(
+                    "variant '%s' has no node '%s': column '%s' is not applied there",
+                    variant.name,
+                    t.node,
+                    column,
+                )
+        if kept:
+            mapping[column] = kept
+    mapping.update(variant.mapping)
+    overrides = [o for o in study.overrides if node_ids(api, o.target.node)] + variant.overrides
+    return replace(template, workflow=api, mapping=mapping, overrides=overrides,
+                   out_dir=template.out_dir / slug(variant.name), label=variant.name)  # fmt: skip
+
+
+def check_targets_somewhere(study: Study, apis: dict[str, dict]) -> None:
+    """A study-level target that no variant has is a typo, not an ablation."""
+    targets = [(f"map '{c}={t}'", t) for c, ts in study.mapping.items() for t in ts]
+    targets += [(f"set '{o.target}'", o.target) for o in study.overrides]
+    for what, t in targets:
+        if not any(node_ids(api, t.node) for api in apis.values()):
+            raise RunnerError(f"study {what}: no variant has a node titled '{t.node}'")
+
+
+def _variant(name: str, value: Any, base: Path, src: str) -> Variant:
+    if isinstance(value, str):
+        return Variant(name, base / value)
+    if isinstance(value, dict) and isinstance(value.get("workflow"), str):
+        return Variant(name, base / value["workflow"], mapping_from_json(value.get("map", {}), f"{src} variant '{name}'"),
+                       _overrides(value.get("set"), f"{src} variant '{name}'"))  # fmt: skip
+    raise RunnerError(
+        f"{src}: variant '{name}' must be a workflow path or {{'workflow': path, 'map': ..., 'set': ...}}"
+    )
+
+
+def _overrides(value: Any, src: str) -> list[Override]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [parse_override(f"{k}={json.dumps(v)}") for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return [parse_override(s) for s in value]
+    raise RunnerError(
+        f"{src} 'set': expected {{'Node title.input': value}} or ['Node title.input=value', ...]"
+    )
