@@ -159,7 +159,13 @@ def _job(study: Study, variant: Variant, api: dict, template: Job) -> Job:
         if kept:
             mapping[column] = kept
     mapping.update(variant.mapping)
-    overrides = [o for o in study.overrides if node_ids(api, o.target.node)] + variant.overrides
+    overrides = [o for o in study.overrides if node_ids(api, o.target.node)]
+    for o in study.overrides:
+        if o not in overrides:
+            log.info(
+                "variant '%s' has no node '%s': '%s' is not set there", variant.name, o.target.node, o.target
+            )
+    overrides += variant.overrides
     return replace(template, workflow=api, mapping=mapping, overrides=overrides,
                    out_dir=template.out_dir / slug(variant.name), label=variant.name)  # fmt: skip
 
