@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -23,7 +24,8 @@ from .client import ComfyClient
 from .errors import RunnerError
 from .jobs import Job, Report, check_job, check_servers, run_job
 from .manifest import load_mapping, parse_shard, read_manifest
-from .overrides import parse_override
+from .overrides import Target, parse_override, parse_target
+from .results import ResultStore
 from .server import LocalComfyServer
 from .study import load_study, run_study, slug, write_study_report
 from .workflow_format import WorkflowFormatError
@@ -101,7 +103,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _study(args, template)
     # local inputs are checked before any server is contacted or started
     data = read_workflow(args.workflow)
-    job = replace(template, overrides=[parse_override(s) for s in args.set])
+    job = replace(template, overrides=[parse_override(s) for s in args.set], file_overrides=_files(args.file))
     rows: list[dict[str, str]] = [{}]
     if args.cmd == "run":
         job = replace(job, resume=False)
@@ -119,7 +121,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         check_job(replace(job, workflow=data))
     with _servers(args) as servers:
         api = to_api(data, _object_info(servers) if is_ui_format(data) else None, str(args.workflow))
-        return _finish(run_job(replace(job, workflow=api, servers=servers), rows))
+        report = run_job(replace(job, workflow=api, servers=servers), rows)
+    if args.cmd == "run":
+        _describe_run(report)
+    return _finish(report)
 
 
 def _study(args: argparse.Namespace, template: Job) -> int:
@@ -129,7 +134,7 @@ def _study(args: argparse.Namespace, template: Job) -> int:
     ui = [
         _is_ui_file(v.workflow) for v in study.variants
     ]  # also: every variant file exists and is a workflow
-    template = replace(template, shard=parse_shard(args.shard),
+    template = replace(template, shard=parse_shard(args.shard), file_overrides=_files(args.file),
                        base_dirs=[study.manifest.resolve().parent, Path.cwd()])  # fmt: skip
     with _servers(args) as servers:
         template = replace(template, servers=servers)
@@ -154,6 +159,22 @@ def _aggregate(args: argparse.Namespace) -> int:
     md, csv_path, png = write_study_report(sources, args.out, _metrics(args), args.title or "")
     sys.stdout.write(md.read_text(encoding="utf-8") + f"\nwrote {md}, {csv_path} and {png}\n")
     return 0
+
+
+def _describe_run(report: Report) -> None:
+    """The files and metrics of a single run, for the person at the terminal."""
+    for rec in ResultStore(report.out_dir).records():
+        if rec.get("run_id") != report.run_id:
+            continue
+        for path in rec.get("outputs") or []:
+            sys.stdout.write(f"image: {report.out_dir / path}\n")
+        for m in rec.get("metrics") or []:
+            figures = {
+                k: v for k, v in m["record"].items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            sys.stdout.write(f"metrics (node {m['node']}): {json.dumps(figures)}\n")
+        if rec.get("error"):
+            sys.stdout.write(f"error: {rec['error']}\n")
 
 
 def _finish(report: Report) -> int:
@@ -206,11 +227,26 @@ def _default_out(args: argparse.Namespace) -> str:
     return slug(src.stem) if src else "study"
 
 
+def _files(items: list[str]) -> list[tuple[Target, Path]]:
+    out = []
+    for item in items:
+        target, eq, path = item.partition("=")
+        if not eq:
+            raise RunnerError(f"--file '{item}': expected 'Node title.input=LOCAL_PATH'")
+        local = Path(path).expanduser()
+        if not local.is_file():
+            raise RunnerError(f"--file '{item}': {local} is not a file here")
+        out.append((parse_target(target), local.resolve()))
+    return out
+
+
 def _metrics(args: argparse.Namespace) -> list[str] | None:
     return [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
 
 
 def _set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", action="append", default=[], metavar="'TITLE.INPUT=PATH'",
+                   help="upload a local file to the server's input folder and set the input to its name")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="'TITLE.INPUT=VALUE'",
                    help="set a node input by node title (or id) and input name; value parsed as JSON if it can be")  # fmt: skip
 

@@ -26,7 +26,7 @@ from typing import Any
 from .client import ComfyClient, PromptError
 from .errors import RunnerError
 from .manifest import FILE_COLUMNS, Mapping, row_key, row_overrides, shard_rows
-from .overrides import Override, apply_overrides, check_target, parse_value
+from .overrides import Override, Target, apply_overrides, check_target, parse_value
 from .progress import ProgressBar, PromptEvents, follow_prompt
 from .results import ResultStore
 from .uploads import Uploader, file_digest, local_file
@@ -43,6 +43,7 @@ class Job:
     servers: list[str]
     mapping: Mapping = field(default_factory=dict)
     overrides: list[Override] = field(default_factory=list)
+    file_overrides: list[tuple[Target, Path]] = field(default_factory=list)  # local files uploaded, then set
     retries: int = 1
     retry_delay_s: float = 2.0
     timeout_s: float = 1800.0
@@ -79,7 +80,7 @@ class _Row:
     index: int
     row: dict[str, str]
     key: str
-    files: dict[str, Path]
+    files: dict[str, tuple[Path, str]]  # column -> (local file, content digest)
 
 
 def check_servers(urls: list[str], timeout_s: float = 10.0) -> None:
@@ -101,6 +102,7 @@ def check_servers(urls: list[str], timeout_s: float = 10.0) -> None:
 def check_job(job: Job) -> None:
     """Every mapped and overridden input exists in the workflow (before anything is queued)."""
     targets = [t for ts in job.mapping.values() for t in ts] + [o.target for o in job.overrides]
+    targets += [t for t, _ in job.file_overrides]
     for t in targets:
         try:
             check_target(job.workflow, t)
@@ -187,6 +189,7 @@ def _prepare(job: Job, rows: list[dict[str, str]]) -> list[_Row]:
     recipe: dict[str, Any] = {
         "workflow": job.workflow,
         "set": [[str(o.target), o.value] for o in job.overrides],
+        "files": [[str(t), file_digest(p)] for t, p in job.file_overrides],
         "map": {c: [str(t) for t in ts] for c, ts in job.mapping.items()},
     }
     items = []
@@ -195,9 +198,9 @@ def _prepare(job: Job, rows: list[dict[str, str]]) -> list[_Row]:
         for column in job.mapping:
             path = local_file(row[column], job.base_dirs) if column in job.file_columns else None
             if path is not None:
-                files[column] = path
-        digests = {c: file_digest(p) for c, p in files.items()}
-        items.append(_Row(index, row, row_key(row, {**recipe, "files": digests}), files))
+                files[column] = (path, file_digest(path))
+        digests = {c: d for c, (_, d) in files.items()}
+        items.append(_Row(index, row, row_key(row, {**recipe, "row_files": digests}), files))
     return items
 
 
@@ -207,10 +210,11 @@ def _run_row(
     error, prompt_id = "", ""
     for attempt in range(1, job.retries + 2):
         try:
-            values = {c: uploader.input_name(item.files[c]) if c in item.files else parse_value(item.row[c])
+            values = {c: uploader.input_name(*item.files[c]) if c in item.files else parse_value(item.row[c])
                       for c in job.mapping}  # fmt: skip
+            uploaded = [Override(t, uploader.input_name(path)) for t, path in job.file_overrides]
             api = apply_overrides(
-                job.workflow, [*job.overrides, *row_overrides(item.row, job.mapping, values)]
+                job.workflow, [*job.overrides, *uploaded, *row_overrides(item.row, job.mapping, values)]
             )
             events = PromptEvents(api, bar, f"{_prefix(job)}row {item.index}")
             deadline = time.monotonic() + job.timeout_s

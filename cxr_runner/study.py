@@ -166,7 +166,8 @@ def _job(study: Study, variant: Variant, api: dict, template: Job) -> Job:
                 "variant '%s' has no node '%s': '%s' is not set there", variant.name, o.target.node, o.target
             )
     overrides += variant.overrides
-    return replace(template, workflow=api, mapping=mapping, overrides=overrides,
+    files = [(t, path) for t, path in template.file_overrides if node_ids(api, t.node)]
+    return replace(template, workflow=api, mapping=mapping, overrides=overrides, file_overrides=files,
                    out_dir=template.out_dir / slug(variant.name), label=variant.name)  # fmt: skip
 
 

@@ -52,9 +52,9 @@ class Uploader:
         self._names: dict[tuple[Path, str], str] = {}
         self._lock = threading.Lock()
 
-    def input_name(self, path: Path) -> str:
+    def input_name(self, path: Path, digest: str | None = None) -> str:
         """The name that refers to ``path`` in the server's input folder, uploading it if needed."""
-        digest = file_digest(path)
+        digest = digest or file_digest(path)
         with self._lock:
             known = self._names.get((path, digest))
         if known:

@@ -17,7 +17,7 @@ from cxr_pack.cxr_runner.overrides import parse_override
 from cxr_pack.cxr_runner.results import ResultStore, read_results_csv
 from cxr_pack.cxr_runner.server import free_port
 from PIL import Image
-from runner_helpers import empty_image_workflow, runner_workflow, write_manifest
+from runner_helpers import empty_image_workflow, image_metrics_workflow, runner_workflow, write_manifest
 
 
 def _history_count(client) -> int:
@@ -221,24 +221,26 @@ def test_run_accepts_a_plain_editor_workflow(comfy_server, tmp_path: Path) -> No
 
 
 @pytest.mark.server
-def test_run_can_start_its_own_server(comfyui_dir: Path, tmp_path: Path) -> None:
+def test_run_starts_its_own_server_uploads_files_and_reports_metrics(
+    comfyui_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (film,) = _films(tmp_path, 1)
+    region = np.zeros(film.shape[:2], np.uint8)
+    region[10:30, 8:40] = 255
+    Image.fromarray(region).save(tmp_path / "region.png")
     wf = tmp_path / "wf.json"
-    wf.write_text(json.dumps(empty_image_workflow(prefix="own")))
+    wf.write_text(json.dumps(image_metrics_workflow(blur=True, prefix="own")))
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "run",
-                str(wf),
-                "--start-server",
-                "--comfyui-dir",
-                str(comfyui_dir),
-                "--quiet",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    argv = ["run", str(wf), "--start-server", "--comfyui-dir", str(comfyui_dir), "--quiet", "--out", str(out),
+            "--file", f"Radiograph.image={tmp_path / 'film0.png'}", "--file", f"Region.image={tmp_path / 'region.png'}",
+            "--set", "Blur.sigma=2.0"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
     (line,) = read_results_csv(out)
     assert line["status"] == "ok" and (out / line["outputs"]).is_file()
+    assert line["metric.run_tag"] == "blur" and 0 < float(line["metric.ssim_global"]) < 1
+    assert (
+        f"image: {out / line['outputs']}" in said
+        and "metrics (node 4): {" in said
+        and '"ssim_global": ' in said
+    )
