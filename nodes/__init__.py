@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import ComfyExtension, io
 
 from . import (
@@ -18,8 +16,6 @@ from . import (
     radiograph_loader,
     spatial_prior,
 )
-
-log = logging.getLogger("cxr_counterfactual")
 
 _NODE_MODULES = (
     radiograph_loader,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
 
 SiteKey = tuple[str, int]
 
@@ -88,10 +87,6 @@ def _parse_named_site(item: str) -> SiteKey | None:
             if rest.isdigit() and (block, int(rest)) in SD15_SITE_LEVELS:
                 return (block, int(rest))
     return None
-
-
-def describe_sites(sites: Iterable[SiteKey]) -> str:
-    return ", ".join(f"{b}{n}({GRID_AT_512[SD15_SITE_LEVELS[(b, n)]]})" for b, n in sites)
 
 
 def check_sd15_structure(diffusion_model: object) -> None:
