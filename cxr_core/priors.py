@@ -70,7 +70,7 @@ def build_prior(
     organ_masks: OrganMasks,
     pathology: str,
     side: str = "right",
-    extent: float = 0.5,
+    extent: float = 0.35,
     feather_px: float = 8.0,
     zone: str = "lower",
     custom_mask: torch.Tensor | None = None,

@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..cxr_core.attention.contributions import AnatomyTokenGate, SelfAttentionGate, Window
-from ..cxr_core.attention.engine import install, sigma_window
+from ..cxr_core.attention.contributions import AnatomyTokenGate, SelfAttentionGate
+from ..cxr_core.attention.engine import install
+from ..cxr_core.attention.schedule import Window, model_window
 from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import (
     find_word_tokens,
@@ -103,7 +104,7 @@ class AnatomyAttentionGate(io.ComfyNode):
     def execute(
         cls, model, organ_masks: OrganMasks, organs: str, strength: float, hard: bool, tau: float, sites: str,
         start_percent: float, end_percent: float, background: str, enabled: bool, clip=None, text: str = "",
-        anatomy_words: str = "", anatomy_strength: float = 4.0,
+        anatomy_words: str = "", anatomy_strength: float = 4.0, window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
         if not enabled:
             return io.NodeOutput(model)
@@ -115,11 +116,11 @@ class AnatomyAttentionGate(io.ComfyNode):
         site_keys = parse_site_spec(sites)
         names = organ_masks.names if organs.strip().lower() in ("", "all") else parse_word_list(organs)
         selected = organ_masks.select(names)
-        s_start, s_end = sigma_window(model, start_percent, end_percent)
+        window = model_window(model, start_percent, end_percent, window_schedule)
         m = model.clone()
         gate = SelfAttentionGate(
             masks=selected.masks, gamma=float(strength), hard=bool(hard), tau=float(tau),
-            isolate_background=background == "isolated", sites=frozenset(site_keys), window=Window(s_start, s_end),
+            isolate_background=background == "isolated", sites=frozenset(site_keys), window=window,
         )  # fmt: skip
         install(m, gate, site_keys)
         bindings = parse_word_bindings(anatomy_words)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..cxr_core.attention.schedule import SCHEDULES
+
 
 def enabled_input() -> io.Boolean.Input:
     return io.Boolean.Input(
@@ -13,17 +15,30 @@ def enabled_input() -> io.Boolean.Input:
     )
 
 
-def window_inputs(start: float, end: float) -> list[io.Float.Input]:
+def window_inputs(start: float, end: float) -> list[io.Input]:
     return [
         io.Float.Input(
             "start_percent", default=start, min=0.0, max=1.0, step=0.01,
-            tooltip="Sampling progress at which the module switches on (0 = first step). Converted to sigma once.",
+            tooltip="Progress at which the module switches on: 0 = the first step this sampler takes (with "
+            "denoise 0.6, the first step of the edit), 1 = its last step.",
         ),
         io.Float.Input(
             "end_percent", default=end, min=0.0, max=1.0, step=0.01,
-            tooltip="Sampling progress after which the module switches off (1 = last step).",
+            tooltip="Progress after which the module switches off (1 = the last step of this sampling run).",
         ),
+        schedule_input(),
     ]  # fmt: skip
+
+
+def schedule_input() -> io.Combo.Input:
+    return io.Combo.Input(
+        "window_schedule",
+        options=list(SCHEDULES),
+        default="run",
+        tooltip="run: start/end are fractions of this sampling run's own steps (whatever the denoise, scheduler, "
+        "start/end steps or custom sigmas). model: fractions of the model's full noise schedule (ComfyUI's "
+        "convention for ControlNet etc.); with denoise < 1 an early window may then hold no step, which is an error.",
+    )
 
 
 def sites_input(default: str) -> io.String.Input:

@@ -9,10 +9,11 @@ import torch
 from comfy_api.latest import io
 
 from ..cxr_core.attention.correction import LatentCorrector, make_sampler_wrapper
-from ..cxr_core.attention.engine import ensure_run_state, sigma_window
+from ..cxr_core.attention.engine import ensure_run_state
+from ..cxr_core.attention.schedule import model_window
 from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
-from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input
+from .attention_common import enabled_input, prior_input, prompt_inputs, schedule_input, sites_input
 from .pathology_reweight import validate_prior
 from .sockets import CATEGORY
 
@@ -22,7 +23,7 @@ WRAPPER_KEY = "cxr_counterfactual.latent_correction"
 def build_corrector(
     model, clip, text: str, pathology_words: str, prior: torch.Tensor, *, eta: float = 30.0, iterations: int = 1,
     end_percent: float = 0.25, kappa: float = 0.1, energy_threshold: float = 0.2, sites: str = "16",
-    truncate: bool = True,
+    truncate: bool = True, window_schedule: str = "run",
 ) -> LatentCorrector:  # fmt: skip
     node = "EnergyLatentCorrector"
     p = validate_prior(prior, node)
@@ -35,9 +36,9 @@ def build_corrector(
         raise ValueError(f"{node}: iterations must be 1..5, received {iterations}")
     check_sd15_structure(model.get_model_object("diffusion_model"))
     columns = pathology_columns(clip, text, words)
-    _, sigma_end = sigma_window(model, 0.0, end_percent)
     return LatentCorrector(
-        prior=p, columns=tuple(columns), prompt_len=tokenize_prompt(clip, text).length, sigma_end=sigma_end,
+        prior=p, columns=tuple(columns), prompt_len=tokenize_prompt(clip, text).length,
+        window=model_window(model, 0.0, end_percent, window_schedule),
         sites=parse_site_spec(sites), eta=float(eta), n_iter=int(iterations), kappa=float(kappa),
         threshold=float(energy_threshold), truncate=bool(truncate),
     )  # fmt: skip
@@ -86,8 +87,10 @@ class EnergyLatentCorrector(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
-                    tooltip="Correct the steps up to this sampling progress (early denoising).",
+                    tooltip="Correct the steps up to this progress: 0 = the first step this sampler takes, 1 = its "
+                    "last (0.25 of a 20-step run = steps 0-4).",
                 ),
+                schedule_input(),
                 io.Float.Input(
                     "kappa",
                     default=0.1,
@@ -119,12 +122,14 @@ class EnergyLatentCorrector(io.ComfyNode):
     def execute(
         cls, model, clip, text: str, pathology_words: str, prior: torch.Tensor, eta: float, iterations: int,
         end_percent: float, kappa: float, energy_threshold: float, sites: str, truncate: bool, enabled: bool,
+        window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
         if not enabled:
             return io.NodeOutput(model)
         corrector = build_corrector(
             model, clip, text, pathology_words, prior, eta=eta, iterations=iterations, end_percent=end_percent,
             kappa=kappa, energy_threshold=energy_threshold, sites=sites, truncate=truncate,
+            window_schedule=window_schedule,
         )  # fmt: skip
         return io.NodeOutput(attach_corrector(model, corrector))
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..cxr_core.attention.contributions import PathologyReweight, Window
-from ..cxr_core.attention.engine import install, sigma_window
+from ..cxr_core.attention.contributions import PathologyReweight
+from ..cxr_core.attention.engine import install
+from ..cxr_core.attention.schedule import model_window
 from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
 from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input, window_inputs
@@ -78,6 +79,7 @@ class PathologyCrossAttnReweight(io.ComfyNode):
     def execute(
         cls, model, clip, text: str, pathology_words: str, prior: torch.Tensor, lambda_in: float,
         lambda_out: float, start_percent: float, end_percent: float, sites: str, enabled: bool,
+        window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
         if not enabled:
             return io.NodeOutput(model)
@@ -95,12 +97,12 @@ class PathologyCrossAttnReweight(io.ComfyNode):
         check_sd15_structure(model.get_model_object("diffusion_model"))
         positions = pathology_columns(clip, text, words)
         site_keys = parse_site_spec(sites)
-        s_start, s_end = sigma_window(model, start_percent, end_percent)
+        window = model_window(model, start_percent, end_percent, window_schedule)
         m = model.clone()
         contribution = PathologyReweight(
             prior=p, positions=tuple(positions), prompt_len=tokenize_prompt(clip, text).length,
             lambda_in=float(lambda_in), lambda_out=float(lambda_out), sites=frozenset(site_keys),
-            window=Window(s_start, s_end),
+            window=window,
         )  # fmt: skip
         install(m, contribution, site_keys)
         return io.NodeOutput(m)

@@ -46,7 +46,7 @@ class PathologySpatialPrior(io.ComfyNode):
                 ),  # fmt: skip
                 io.Float.Input(
                     "extent",
-                    default=0.5,
+                    default=0.35,
                     min=0.01,
                     max=1.0,
                     step=0.01,
@@ -85,7 +85,7 @@ class PathologySpatialPrior(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, organ_masks: OrganMasks, pathology: str = "effusion", side: str = "right", extent: float = 0.5,
+        cls, organ_masks: OrganMasks, pathology: str = "effusion", side: str = "right", extent: float = 0.35,
         feather_px: float = 8.0, zone: str = "lower", custom_mask: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
     ) -> io.NodeOutput:  # fmt: skip

@@ -35,8 +35,8 @@ class Probe:
 
 def add_probe(model, kind: str, sites, window=None) -> Probe:
     """Install a recording probe on an already patched (cloned) model at the given sites."""
-    from cxr_pack.cxr_core.attention.contributions import Window
     from cxr_pack.cxr_core.attention.engine import install
+    from cxr_pack.cxr_core.attention.schedule import Window
 
     probe = Probe(kind=kind, sites=frozenset(sites), window=window or Window())
     install(model, probe, list(sites))

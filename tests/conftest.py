@@ -65,6 +65,16 @@ def tiny_model():
     return build_tiny_model_patcher(model_channels=32, seed=0)
 
 
+@pytest.fixture
+def inference_model():
+    """The tiny seeded UNet built under inference mode, as ComfyUI's executor builds models."""
+    import torch
+    from cxr_pack.cxr_core.random_models import build_tiny_model_patcher
+
+    with torch.inference_mode():
+        yield build_tiny_model_patcher(model_channels=32, seed=0)
+
+
 @pytest.fixture(scope="session")
 def sd1_tokenizer():
     """ComfyUI's real SD1 CLIP tokenizer (the vocabulary ships with the host)."""

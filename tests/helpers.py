@@ -25,8 +25,10 @@ def sample(
     batch: int = 1,
     denoise: float = 1.0,
     latent_image: torch.Tensor | None = None,
+    callback=None,  # noqa: ANN001
+    start_step: int | None = None,
 ) -> torch.Tensor:
-    """Sample through comfy.sample, the path KSampler takes."""
+    """Sample through comfy.sample, the path KSampler (and KSamplerAdvanced, with start_step) takes."""
     import comfy.sample
 
     if latent_image is None:
@@ -34,7 +36,7 @@ def sample(
     noise = comfy.sample.prepare_noise(latent_image, seed)
     return comfy.sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-        denoise=denoise, disable_pbar=True, seed=seed,
+        denoise=denoise, disable_pbar=True, seed=seed, callback=callback, start_step=start_step,
     )  # fmt: skip
 
 

@@ -111,10 +111,18 @@ def test_disabled_gate_is_bit_identical_to_plain_sampling(tiny_model) -> None:
     off = _gate(tiny_model, enabled=False)
     assert off is tiny_model
     assert torch.equal(sample(off, pos, neg, seed=5, steps=3), plain)
-    # installed but outside its window: the replace path itself changes nothing
-    idle = _gate(tiny_model, start_percent=1.0, end_percent=1.0)
-    assert installed(idle, "attn1")
-    assert torch.equal(sample(idle, pos, neg, seed=5, steps=3), plain)
+    # installed, window = the last step only: the replace path changes no prediction before it
+    late = _gate(tiny_model, start_percent=1.0, end_percent=1.0)
+    assert installed(late, "attn1")
+    plain_states: list[torch.Tensor] = []
+    late_states: list[torch.Tensor] = []
+    sample(
+        tiny_model, pos, neg, seed=5, steps=3, callback=lambda i, x0, x, n: plain_states.append(x0.clone())
+    )
+    sample(late, pos, neg, seed=5, steps=3, callback=lambda i, x0, x, n: late_states.append(x0.clone()))
+    assert len(plain_states) == len(late_states) == 3
+    assert torch.equal(late_states[0], plain_states[0]) and torch.equal(late_states[1], plain_states[1])
+    assert not torch.equal(late_states[2], plain_states[2])
     on = _gate(tiny_model)
     assert not torch.equal(sample(on, pos, neg, seed=5, steps=3), plain)
 

@@ -8,18 +8,11 @@ import logging
 import pytest
 import torch
 from cxr_pack.cxr_core.attention.correction import LatentCorrector
-from cxr_pack.cxr_core.random_models import build_tiny_model_patcher
 from cxr_pack.nodes.energy_corrector import attach_corrector, build_corrector
 from helpers import random_cond, sample
 
 TEXT = "chest x-ray, left pleural effusion"
 LATENT = (32, 32)
-
-
-@pytest.fixture
-def inference_model():
-    with torch.inference_mode():
-        yield build_tiny_model_patcher(model_channels=32, seed=0)
 
 
 def _prior(batch: int = 1, flip: bool = False) -> torch.Tensor:
@@ -65,8 +58,9 @@ def test_euler_trajectory_equals_explicit_reference_loop(inference_model, sd1_to
 
     def reference(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
         guider = model_k.inner_model
+        k = c.n_window_steps(sigmas)
         for i in range(len(sigmas) - 1):
-            if sigmas[i] >= c.sigma_end:
+            if i < k:
                 x, _ = c.correct(
                     guider, x, float(sigmas[i]), extra_args["model_options"]
                 )  # update the latent ...
@@ -161,7 +155,11 @@ def test_ksampler_advanced_start_step(inference_model, sd1_tokenizer) -> None:
             random_cond(1), random_cond(2), latent, start_step=1, last_step=8, disable_pbar=True, seed=0,
         )  # fmt: skip
     assert torch.isfinite(out).all()
-    assert len(c.trace) == 1, "only step 1 of the window [0, 2) remains after start_step=1"
+    import comfy.samplers
+
+    full = comfy.samplers.calculate_sigmas(inference_model.get_model_object("model_sampling"), "normal", 8)
+    # the call takes steps 1..7 of 8 (7 steps): the window 0..0.25 is its own first two (progress 0 and 1/6)
+    assert [t["sigma"] for t in c.trace] == pytest.approx([float(full[1]), float(full[2])], rel=1e-5)
 
 
 def test_batch_two_different_priors_and_cfg_one(inference_model, sd1_tokenizer) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from .contributions import SiteCall, Window
+from .contributions import SiteCall
 from .measures import attention_probs
+from .schedule import Window
 from .sites import SiteKey
 
 
@@ -71,15 +73,6 @@ class _RunBuffer:
         self.store.publish(out, self.total_steps)
 
 
-def step_index(extra_options: dict, sigma: float) -> tuple[int, int]:
-    """(index of the current step in the run's schedule, number of steps)."""
-    sched = extra_options.get("sample_sigmas")
-    if sched is None:
-        return 0, 0
-    s = sched.detach().float().cpu()
-    return int((s[:-1] - sigma).abs().argmin()), int(len(s) - 1)
-
-
 @dataclass(frozen=True, eq=False)
 class CrossAttentionCapture:
     """Observer contribution: record word maps (cond branch, mean over heads) at its sites and steps."""
@@ -93,13 +86,15 @@ class CrossAttentionCapture:
     kind: str = "attn2"
     cond_only: bool = True
 
+    label: ClassVar[str] = "AttentionMapCapture"
+
     def observe(self, call: SiteCall, q, k, v, bias, extra_options: dict) -> None:  # noqa: ANN001
         from .engine import RUN_STATE_KEY, current_sigma
 
         run = extra_options.get(RUN_STATE_KEY)
-        if run is None:
+        if run is None or run.schedule is None:
             return
-        step, total = step_index(extra_options, current_sigma(extra_options))
+        step, total = run.schedule.step_of(current_sigma(extra_options)), run.schedule.n_steps
         if self.steps is not None and step not in self.steps:
             return
         chunks = list(extra_options.get("cond_or_uncond") or [0])

@@ -15,24 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
+from .schedule import Window
 from .site_masks import mask_to_site
 from .sites import SiteKey
 
 NEG_INF = float("-inf")
-
-
-@dataclass(frozen=True)
-class Window:
-    """Active while sigma_end <= sigma <= sigma_start (progress start..end converted once)."""
-
-    sigma_start: float = math.inf
-    sigma_end: float = 0.0
-
-    def active(self, sigma: float) -> bool:
-        return self.sigma_end <= sigma <= self.sigma_start
 
 
 @dataclass(frozen=True)
@@ -72,11 +63,31 @@ class SelfAttentionGate:
     kind: str = "attn1"
     cond_only: bool = False
 
+    label: ClassVar[str] = "AnatomyAttentionGate"
+
     def memberships(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
-        return mask_to_site(self.masks.to(device), hw)  # (Bm, K, N)
+        """Soft memberships r_ik: each organ mask area-averaged onto the site's grid. (Bm, K, N)."""
+        return mask_to_site(self.masks.to(device), hw)
+
+    def decided(self, r: torch.Tensor) -> torch.Tensor:
+        """The memberships the gate works with: r itself (soft), or decided per token at tau (hard).
+
+        Hard: a token belongs to every organ with r_ik > tau; a gated token (sum_k r_ik > tau) with no
+        organ above tau, such as an edge token shared by two organs, belongs to its strongest organ.
+        So every affinity is 0 or 1 on any mask, not only on masks that are 0/1 on the token grid.
+        """
+        if not self.hard:
+            return r
+        b = r > self.tau  # (Bm, K, N)
+        gated = r.sum(dim=1) > self.tau  # (Bm, N)
+        strongest = torch.zeros_like(b).scatter_(1, r.argmax(dim=1, keepdim=True), True)
+        b |= strongest & (gated & ~b.any(dim=1))[:, None, :]
+        return b.to(r.dtype)
 
     def affinity(self, r: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bkn,bkm->bnm", r, r).clamp_(max=1.0)  # (Bm, N, N)
+        """a_ij = min(1, sum_k r_ik r_jk) on the decided memberships. (Bm, N, N)."""
+        d = self.decided(r)
+        return torch.einsum("bkn,bkm->bnm", d, d).clamp_(max=1.0)
 
     def bias(self, call: SiteCall) -> torch.Tensor:
         return _cached(call, ("gate", id(self)), lambda: self._bias(call))
@@ -130,6 +141,8 @@ class AnatomyTokenGate:
     kind: str = "attn2"
     cond_only: bool = True
 
+    label: ClassVar[str] = "AnatomyAttentionGate (anatomy words)"
+
     def bias(self, call: SiteCall) -> torch.Tensor:
         return _cached(call, ("anatomy", id(self)), lambda: self._bias(call))
 
@@ -157,6 +170,8 @@ class PathologyReweight:
     window: Window = field(default_factory=Window)
     kind: str = "attn2"
     cond_only: bool = True
+
+    label: ClassVar[str] = "PathologyCrossAttnReweight"
 
     def bias(self, call: SiteCall) -> torch.Tensor:
         return _cached(call, ("pathology", id(self)), lambda: self._bias(call))

@@ -1,7 +1,7 @@
 """Latent correction down the energy gradient, at the sampler level (docs/METHOD.md section 4).
 
-For each step whose sigma lies in the correction window, before the step is
-taken: up to n_iter times, z <- z - eta sigma^2 grad E(z), the step's rms
+For each step in the correction window (schedule.py: by default the first
+``end`` fraction of this sampling call's own steps), before the step is taken: up to n_iter times, z <- z - eta sigma^2 grad E(z), the step's rms
 clamped to kappa sigma, stopping once E < threshold. The corrected latent
 becomes the sampler's state (Attend-and-Excite semantics): the sampler
 function is run one step at a time through the window and in one call after
@@ -20,13 +20,14 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .autograd import autograd_compatible_weights, gradient_pass
 from .energy import EnergyProbe, StopForward, concentration_energy
-from .engine import install_on_options
+from .engine import RUN_STATE_KEY, install_on_options
+from .schedule import RunSchedule, Window, require_steps
 from .site_masks import match_batch
 from .sites import SD15_SITES, SiteKey
 
@@ -35,10 +36,12 @@ log = logging.getLogger("cxr_counterfactual.correction")
 
 @dataclass(frozen=True, eq=False)
 class LatentCorrector:
+    label: ClassVar[str] = "EnergyLatentCorrector"
+
     prior: torch.Tensor  # (Bm, H, W) in [0, 1]
     columns: tuple[int, ...]  # pathology token positions
     prompt_len: int
-    sigma_end: float  # correct steps with sigma >= sigma_end
+    window: Window  # the steps to correct: progress 0..end
     sites: tuple[SiteKey, ...]
     eta: float = 30.0
     n_iter: int = 1
@@ -107,8 +110,10 @@ class LatentCorrector:
         return x, energies
 
     def n_window_steps(self, sigmas: torch.Tensor) -> int:
-        s = sigmas[:-1].detach().float().cpu()
-        return int(((s >= self.sigma_end) & (s > 0)).sum())
+        """How many leading steps of this sampling call to correct (the window starts at the first step)."""
+        schedule = RunSchedule(sigmas)
+        steps = [i for i in schedule.window_steps(self.window) if schedule.sigmas[i] > 0]
+        return steps[-1] + 1 if steps else 0
 
 
 def _function_name(fn: Callable) -> str:
@@ -133,9 +138,13 @@ def stepwise_sampler_function(original: Callable, corrector: LatentCorrector) ->
 
             kw.setdefault("noise_sampler", default_noise_sampler(x, seed=extra_args.get("seed")))
         guider = getattr(model_k, "inner_model", model_k)
+        model_options = extra_args.get("model_options", {})
+        run = model_options.get("transformer_options", {}).get(RUN_STATE_KEY)
         n = len(sigmas) - 1
         for i in range(k):
-            x, _ = corrector.correct(guider, x, float(sigmas[i]), extra_args.get("model_options", {}))
+            x, energies = corrector.correct(guider, x, float(sigmas[i]), model_options)
+            if run is not None:
+                run.record(LatentCorrector.label, i, calls=len(energies))
             x = original(model_k, x, sigmas[i : i + 2], extra_args=extra_args, callback=_offset(callback, i),
                          disable=True, **kw)  # fmt: skip
         if k < n:
@@ -163,6 +172,7 @@ def make_sampler_wrapper(corrector: LatentCorrector) -> Callable:
                 "EnergyLatentCorrector: sampler %r has no sampler_function; correction skipped", sampler
             )
             return executor(*args, **kwargs)
+        require_steps(RunSchedule(args[1]), corrector.window, LatentCorrector.label)
         had_attr = "sampler_function" in vars(sampler)
         sampler.sampler_function = stepwise_sampler_function(original, corrector)
         try:

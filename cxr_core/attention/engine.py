@@ -5,16 +5,21 @@
 (a new immutable object, so earlier clones are untouched); a replace that
 another node or pack registered first is wrapped, not overwritten.
 
-Per call: contributions outside their sigma window cost nothing; the active
-ones are summed into one compact bias (B, 1, Nq, Nk), broadcast over heads,
+Per call: contributions outside their window (schedule.py: progress of the
+run's own steps, resolved against the sigmas of the sampling call) cost
+nothing; the active ones are summed into one compact bias (B, 1, Nq, Nk), broadcast over heads,
 cast to q's dtype, and passed to ComfyUI's ``optimized_attention``. Cond-only
 contributions bias only the chunks that ``cond_or_uncond`` marks as cond.
 Per-run caches live in the run's own transformer_options (RunState) and die
-with the run.
+with the run. At the start of each sampling call every installed contribution's
+window is checked against the call's steps (an enabled module that would act on
+no step is an error); at its end one log line says which steps each module
+acted on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from typing import Any
 import torch
 
 from .contributions import SiteCall
+from .schedule import RunSchedule, Window, format_steps, require_steps
 from .site_masks import latent_site_hw, match_batch
 from .sites import SiteKey
 
@@ -33,11 +39,26 @@ WRAPPER_KEY = "cxr_counterfactual.run_state"
 
 
 @dataclass
-class RunState:
-    """State that lives for one sampling run only (biases cached per site grid, captures)."""
+class Activity:
+    """What one module did in one run: the steps it acted on and how many attention calls it biased."""
 
+    steps: set[int] = field(default_factory=set)
+    calls: int = 0
+
+
+@dataclass
+class RunState:
+    """State that lives for one sampling run only (its schedule, per-grid bias cache, captures, activity)."""
+
+    schedule: RunSchedule | None = None
     cache: dict = field(default_factory=dict)
     captures: dict = field(default_factory=dict)  # capture key -> buffer with .publish()
+    activity: dict[str, Activity] = field(default_factory=dict)  # module label -> Activity
+
+    def record(self, label: str, step: int, calls: int = 1) -> None:
+        a = self.activity.setdefault(label, Activity())
+        a.steps.add(step)
+        a.calls += calls
 
 
 def current_sigma(extra_options: dict) -> float:
@@ -45,6 +66,15 @@ def current_sigma(extra_options: dict) -> float:
     if sig is None:
         return float("inf")
     return float(sig.max()) if isinstance(sig, torch.Tensor) else float(sig)
+
+
+def in_window(window: Window, sigma: float, schedule: RunSchedule | None) -> bool:
+    """Whether a model evaluation at sigma is in window; outside a sampling run only a model window can say no."""
+    if schedule is not None:
+        return schedule.active(window, sigma)
+    if window.schedule == "model":
+        return window.sigma_end <= sigma <= window.sigma_start
+    return True
 
 
 def _attention() -> Any:
@@ -86,10 +116,16 @@ class RegulatedAttention:
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict
     ) -> torch.Tensor:
         sigma = current_sigma(extra_options)
-        active = [c for c in self.contributions if c.window.active(sigma)]
+        run = extra_options.get(RUN_STATE_KEY)
+        schedule = run.schedule if run is not None else None
+        active = [c for c in self.contributions if in_window(c.window, sigma, schedule)]
         if not active:
             return self._plain(q, k, v, extra_options)
-        run = extra_options.get(RUN_STATE_KEY)
+        if schedule is not None:
+            step = schedule.step_of(sigma)
+            for c in active:
+                if getattr(c, "label", ""):
+                    run.record(c.label, step)
         call = SiteCall(
             site=self.site, kind=self.kind, hw=latent_site_hw(extra_options), n_q=q.shape[1], n_k=k.shape[1],
             batch=q.shape[0] // max(1, len(extra_options.get("cond_or_uncond") or [0])), device=q.device,
@@ -140,18 +176,59 @@ class RegulatedAttention:
 
 
 def _run_state_wrapper(executor: Callable, *args: Any, **kwargs: Any) -> Any:
-    """SAMPLER_SAMPLE wrapper: give the run a fresh RunState, drop it afterwards."""
-    extra_args = args[2]
+    """SAMPLER_SAMPLE wrapper: give the run a fresh RunState, check windows, report activity, drop it."""
+    sigmas, extra_args = args[1], args[2]
     to = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
     if RUN_STATE_KEY in to:  # an outer wrapper of ours already made one
         return executor(*args, **kwargs)
-    run = to[RUN_STATE_KEY] = RunState()
+    schedule = RunSchedule(sigmas)
+    labelled = regulating_contributions(to)
+    for c in labelled:
+        require_steps(schedule, c.window, c.label)
+    run = to[RUN_STATE_KEY] = RunState(schedule=schedule)
     try:
         return executor(*args, **kwargs)
     finally:
         to.pop(RUN_STATE_KEY, None)
         for buffer in run.captures.values():
             buffer.publish()
+        report_activity(run, labelled)
+
+
+def regulating_contributions(transformer_options: dict) -> list:
+    """The labelled contributions installed in these options, once each, in installation order."""
+    seen: dict[int, Any] = {}
+    for kind in ("attn1", "attn2"):
+        for patch in transformer_options.get("patches_replace", {}).get(kind, {}).values():
+            if isinstance(patch, RegulatedAttention):
+                for c in patch.contributions:
+                    if getattr(c, "label", ""):
+                        seen.setdefault(id(c), c)
+    return list(seen.values())
+
+
+def report_activity(run: RunState, expected: Sequence[Any] = ()) -> dict:
+    """Log which steps each module acted on in this run (one readable line, one JSON line); return the record."""
+    schedule = run.schedule
+    record = {
+        "n_steps": schedule.n_steps if schedule else 0,
+        "sigmas": [round(x, 6) for x in schedule.sigmas] if schedule else [],
+        "modules": {
+            label: {"steps": sorted(a.steps), "calls": a.calls} for label, a in sorted(run.activity.items())
+        },
+    }
+    if not record["modules"] and not expected:
+        return record
+    for label in sorted({c.label for c in expected} - set(run.activity)):
+        log.warning("%s was enabled but acted on no step of this run (%s)", label, schedule.describe())
+    parts = [
+        f"{label} acted on steps {format_steps(a['steps'])} ({len(a['steps'])} of {record['n_steps']}; "
+        f"{a['calls']} {'gradient passes' if label == 'EnergyLatentCorrector' else 'attention calls'})"
+        for label, a in record["modules"].items()
+    ]
+    log.info("CXR regulation over %s: %s", schedule.describe() if schedule else "?", "; ".join(parts))
+    log.info("cxr-activity %s", json.dumps(record))
+    return record
 
 
 def ensure_run_state(model_patcher: Any) -> None:
@@ -198,13 +275,3 @@ def installed(model_patcher: Any, kind: str) -> dict:
         model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
     )
     return {k: v for k, v in replaces.items() if isinstance(v, RegulatedAttention)}
-
-
-def sigma_window(model_patcher: Any, start_percent: float, end_percent: float) -> tuple[float, float]:
-    """Convert a progress window to (sigma_start, sigma_end) once, with the model's own schedule."""
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise ValueError(
-            f"start_percent/end_percent: expected 0 <= start <= end <= 1, received {start_percent}, {end_percent}"
-        )
-    ms = model_patcher.get_model_object("model_sampling")
-    return float(ms.percent_to_sigma(start_percent)), float(ms.percent_to_sigma(end_percent))
