@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cxr_pack.cxr_runner.client import output_images
 from cxr_pack.cxr_runner.workflow_format import set_input, ui_to_api, validate_ui
@@ -53,23 +54,98 @@ def _demo_inputs(input_dir: Path) -> None:
     shutil.copy(demo_legend_path(), input_dir / "RG1_UNCR_labels.json")
 
 
+REGULATION = (
+    "AnatomyAttentionGate",
+    "PathologyCrossAttnReweight",
+    "EnergyLatentCorrector",
+    "AttentionMapCapture",
+)
+E2E_STEPS = 6  # progress i/5: reweight 0..0.4 -> steps 0-2, correction 0..0.25 -> steps 0-1
+
+
+def _activity_since(server, offset: int) -> list[dict]:
+    """The cxr-activity records the server logged after byte ``offset`` of its log (one per sampling call)."""
+    text = server.log_path.read_bytes()[offset:].decode(errors="replace")
+    return [
+        json.loads(line.split("cxr-activity ", 1)[1]) for line in text.splitlines() if "cxr-activity " in line
+    ]
+
+
+@pytest.fixture(scope="module")
+def workflow_runs(comfy_server, comfy_client) -> dict:
+    """Every example workflow through the real server at its own denoise and windows (128 px, 6 steps)."""
+    from PIL import Image
+
+    _demo_inputs(comfy_server.input_dir)
+    runs = {}
+    for wf in WORKFLOWS:
+        api = json.loads((wf.parent / "api" / wf.name).read_text())
+        set_input(api, "Radiograph", "working_size", 128)
+        for node in api.values():
+            if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
+                node["inputs"]["steps"] = E2E_STEPS
+        offset = comfy_server.log_path.stat().st_size
+        entry = comfy_client.run(api, timeout_s=900)
+        images = {img["filename"].split("_0")[0]: img for img in output_images(entry)}
+        cf = images[wf.stem]
+        pixels = np.asarray(Image.open(comfy_server.output_dir / cf["subfolder"] / cf["filename"]))
+        enabled = sorted({n["class_type"] for n in api.values() if n["class_type"] in REGULATION
+                          and n["inputs"].get("enabled", True)})  # fmt: skip
+        runs[wf.stem] = {"entry": entry, "images": images, "counterfactual": pixels, "enabled": enabled,
+                         "activity": _activity_since(comfy_server, offset)}  # fmt: skip
+    return runs
+
+
 @pytest.mark.server
 @pytest.mark.checkpoint
-def test_full_workflow_runs_end_to_end(comfy_server, comfy_client) -> None:
-    _demo_inputs(comfy_server.input_dir)
-    api = json.loads((REPO / "example_workflows" / "api" / "cxr_counterfactual_full.json").read_text())
-    set_input(api, "Radiograph", "working_size", 128)
-    set_input(api, "Sampler", "steps", 4)
-    entry = comfy_client.run(api, timeout_s=900)
-    files = {img["filename"].split("_0")[0]: img for img in output_images(entry)}
+def test_full_workflow_runs_end_to_end(comfy_server, workflow_runs) -> None:
+    run = workflow_runs["cxr_counterfactual_full"]
     for prefix in ("cxr_counterfactual_full", "attention", "difference", "organ_masks", "prior"):
-        assert prefix in files, f"no {prefix} image in {sorted(files)}"
-        img = files[prefix]
+        assert prefix in run["images"], f"no {prefix} image in {sorted(run['images'])}"
+        img = run["images"][prefix]
         assert (comfy_server.output_dir / img["subfolder"] / img["filename"]).is_file()
-    records = [r for out in entry["outputs"].values() for r in out.get("cxr_metrics", [])]
+    records = [r for out in run["entry"]["outputs"].values() for r in out.get("cxr_metrics", [])]
     assert len(records) == 1
     missing = RECORD_FIELDS - records[0].keys()
     assert not missing, f"metrics report lacks {missing}"
     assert records[0]["ssim_global"] is not None
     rows = list(csv.DictReader((comfy_server.output_dir / "cxr" / "metrics.csv").open()))
-    assert rows and rows[-1]["run_tag"] == "cxr_counterfactual_full"
+    assert "cxr_counterfactual_full" in {r["run_tag"] for r in rows}
+
+
+@pytest.mark.server
+@pytest.mark.checkpoint
+def test_every_enabled_module_acts_in_every_example_workflow(workflow_runs) -> None:
+    """At the workflows' own settings (SDEdit, denoise 0.6): no module is silently idle."""
+    assert len(workflow_runs) == 7
+    for name, run in workflow_runs.items():
+        acted = {label for rec in run["activity"] for label, m in rec["modules"].items() if m["steps"]}
+        assert acted == set(run["enabled"]), f"{name}: enabled {run['enabled']}, acted {sorted(acted)}"
+        print(f"{name}: " + "; ".join(
+            f"{label} steps {m['steps']} ({m['calls']} calls)" for rec in run["activity"]
+            for label, m in rec["modules"].items()
+        ))  # fmt: skip
+    full = workflow_runs["cxr_counterfactual_full"]
+    assert len(full["activity"]) == 1 and full["activity"][0]["n_steps"] == E2E_STEPS
+    steps = {label: m["steps"] for label, m in full["activity"][0]["modules"].items()}
+    assert steps == {
+        "AnatomyAttentionGate": list(range(E2E_STEPS)),
+        "PathologyCrossAttnReweight": [0, 1, 2],
+        "EnergyLatentCorrector": [0, 1],
+        "AttentionMapCapture": list(range(E2E_STEPS)),
+    }
+    plain = workflow_runs["plain_sdedit"]  # all three modules bypassed; the capture only observes
+    assert plain["enabled"] == ["AttentionMapCapture"]
+    assert {label for rec in plain["activity"] for label in rec["modules"]} == {"AttentionMapCapture"}
+
+
+@pytest.mark.server
+@pytest.mark.checkpoint
+def test_full_method_differs_from_each_ablation(workflow_runs) -> None:
+    full = workflow_runs["cxr_counterfactual_full"]["counterfactual"]
+    for name in ("ablation_no_gate", "ablation_no_reweight", "ablation_no_correction", "plain_sdedit"):
+        other = workflow_runs[name]["counterfactual"]
+        assert other.shape == full.shape
+        diff = np.abs(other.astype(int) - full.astype(int))
+        print(f"full vs {name}: {int((diff > 0).sum())} pixel values differ, max {int(diff.max())}")
+        assert diff.max() > 0, f"{name} is the same experiment as the full method"
