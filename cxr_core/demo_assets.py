@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 from .geometry import ImageGeometry
@@ -36,7 +37,15 @@ class DemoAssetError(ValueError):
 
 
 def demo_radiograph_path() -> Path:
-    """Path of RG1_UNCR.dcm inside the installed pydicom-data package."""
+    """Path of RG1_UNCR.dcm: $CXR_DEMO_RADIOGRAPH if set (an offline copy), else inside pydicom-data."""
+    override = os.environ.get("CXR_DEMO_RADIOGRAPH", "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise DemoAssetError(
+                f"CXR_DEMO_RADIOGRAPH={override}: no such file; unset it to use pydicom-data's copy"
+            )
+        return path
     spec = importlib.util.find_spec("data_store")
     if spec is None or not spec.submodule_search_locations:
         raise DemoAssetError(

@@ -29,7 +29,7 @@ class LocalComfyServer:
 
     Use as a context manager; the process is always terminated on exit.
     ``model_dirs`` maps a model folder kind ("checkpoints", "clip_vision", ...)
-    to extra folders searched for it.
+    to extra folders searched for it. ``cpu`` (default) starts it with ``--cpu``.
     """
 
     comfyui_dir: Path
@@ -37,6 +37,7 @@ class LocalComfyServer:
     workdir: Path | None = None
     model_dirs: dict[str, list[str]] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    cpu: bool = True  # False: ComfyUI picks the GPU itself
     startup_timeout_s: float = 180.0
     port: int = 0
     base_url: str = ""
@@ -70,7 +71,7 @@ class LocalComfyServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = wd / "server.log"
         cmd = [
-            self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            self.python, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--input-directory", str(self.input_dir),
             "--output-directory", str(self.output_dir), "--temp-directory", str(wd / "temp"),
             "--user-directory", str(wd / "user"), "--database-url", "sqlite:///:memory:",

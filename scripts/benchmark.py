@@ -1,13 +1,20 @@
-"""Speed and memory of the regulation modules against plain sampling, measured in one run.
+"""Speed and memory of each regulation module against plain sampling, measured in one run.
 
-    python scripts/benchmark.py attention   # plain vs AnatomyAttentionGate + PathologyCrossAttnReweight
-    python scripts/benchmark.py correction  # plain vs EnergyLatentCorrector (truncated / full gradient pass)
+    python scripts/benchmark.py                                  # 512/768/1024 px x batch 1/2/4, 30 steps
+    python scripts/benchmark.py --sizes 512 --batches 1          # the target cell only
+    python scripts/benchmark.py --smoke                          # CPU smoke: tiny UNet, 64 px, 2 steps
 
-Each configuration runs in its own subprocess on a randomly initialised
-SD1.5-architecture UNet (random weights: mechanics, not medicine), so peak
-memory is per configuration: torch.cuda.max_memory_allocated on a GPU, the
-process's peak RSS on the CPU. Prints a table of seconds, peak MiB and the
-ratios to plain sampling. Needs COMFYUI_DIR (scripts/setup_host.sh prints it).
+Configurations: plain sampling, each module alone (gate, reweight, correction) and all
+three together, with the nodes' defaults (gate sites 64,32 over the whole run, reweight
+all sites over 0..0.4, correction 16x16 sites over 0..0.25, truncated gradient pass).
+One randomly initialised SD1.5-architecture UNet (random weights: mechanics, not
+medicine) is built once and sampled with euler, cfg 5, from pure noise; each cell
+(size, batch, config) gets a short warm-up, then ``--repeat`` timed runs, and the
+median counts. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed runs
+on a GPU, the process's peak resident memory sampled every 2 ms on a CPU (weights
+included in both). Ratios are against plain sampling of the same cell, measured in the
+same invocation. Writes benchmark.csv, benchmark.md, benchmark.png and benchmark.json
+to ``--out``; prints the table as it goes. Needs COMFYUI_DIR (scripts/setup_host.sh).
 """
 
 from __future__ import annotations
@@ -17,28 +24,26 @@ import importlib.util
 import json
 import os
 import platform
-import resource
-import subprocess
+import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "chest x-ray, left pleural effusion"
-SUITES = {
-    "attention": ["plain", "gate+reweight"],
-    "correction": ["plain", "corrected", "corrected-no-truncation"],
-}
+CONFIGS = ("plain", "gate", "reweight", "correction", "all")
 
 
-def _load_pack():  # noqa: ANN202
+def load_pack():  # noqa: ANN201
     comfy_dir = os.environ.get("COMFYUI_DIR")
     if not comfy_dir:
         sys.exit("COMFYUI_DIR is not set; run: source $(bash scripts/setup_host.sh | tail -1)")
     sys.path.insert(0, comfy_dir)
     import comfy.cli_args
+    import torch
 
-    comfy.cli_args.args.cpu = not _cuda()
+    comfy.cli_args.args.cpu = not torch.cuda.is_available()
     spec = importlib.util.spec_from_file_location(
         "cxr_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
     )
@@ -48,143 +53,200 @@ def _load_pack():  # noqa: ANN202
     return pack
 
 
-def _cuda() -> bool:
-    import torch
+class PeakMemory:
+    """Peak memory over a block: CUDA allocator peak, or sampled resident memory on the CPU (MiB)."""
 
-    return torch.cuda.is_available()
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            import psutil
+
+            proc = psutil.Process()
+            self.peak = proc.memory_info().rss / 2**20
+
+            def sample() -> None:
+                while not self._stop.wait(0.002):
+                    self.peak = max(self.peak, proc.memory_info().rss / 2**20)
+
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
 
 
-def _masks(size: int):  # noqa: ANN202
+def masks(size: int):  # noqa: ANN201
+    """Two lungs and a heart as ellipses, and a left-base prior, at ``size`` px."""
     import torch
 
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     right = (((xx + 0.45) / 0.3) ** 2 + (yy / 0.6) ** 2 <= 1).float()  # image left = patient right
     left = (((xx - 0.45) / 0.3) ** 2 + (yy / 0.6) ** 2 <= 1).float()
     heart = (((xx - 0.1) / 0.25) ** 2 + ((yy - 0.3) / 0.2) ** 2 <= 1).float()
-    prior = left * (yy > 0.25).float()
-    return torch.stack([right, left, heart]), prior[None]
+    return torch.stack([right, left, heart]), (left * (yy > 0.25).float())[None]
 
 
-def run_one(config: str, args: argparse.Namespace) -> dict:
-    """Build, patch and sample once (after a 1-step warm-up); return seconds and peak memory."""
-    import torch
-
-    _load_pack()
-    import comfy.model_management
-    import comfy.model_patcher
-    import comfy.sample
-    import comfy.sd1_clip
+def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
+    """The model as the config's nodes would return it (node defaults)."""
     from cxr_pack.cxr_core.organ_masks import OrganMasks
-    from cxr_pack.cxr_core.random_models import build_sd15_base_model
     from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
     from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
     from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
 
-    dev = comfy.model_management.get_torch_device()
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    with torch.inference_mode():
-        base = build_sd15_base_model(320, seed=0, dtype=dtype)
-        model = comfy.model_patcher.ModelPatcher(base, dev, comfy.model_management.unet_offload_device())
-        tok = comfy.sd1_clip.SD1Tokenizer()
-        organ, prior = _masks(args.size)
-        organs = OrganMasks(("right_lung", "left_lung", "heart"), organ, (args.size, args.size))
-        if config == "gate+reweight":
-            model = AnatomyAttentionGate.execute(
-                model, organs, organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=0.0,
-                end_percent=1.0, background="free", enabled=True,
-            ).result[0]  # fmt: skip
-            model = PathologyCrossAttnReweight.execute(
-                model, tok, TEXT, "pleural, effusion", prior, lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
-                end_percent=0.4, sites="all", enabled=True,
-            ).result[0]  # fmt: skip
-        elif config.startswith("corrected"):
-            model = EnergyLatentCorrector.execute(
-                model, tok, TEXT, "pleural, effusion", prior, eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
-                energy_threshold=0.0, sites="16", truncate=config == "corrected", enabled=True,
-            ).result[0]  # fmt: skip
-        g = torch.Generator().manual_seed(0)
-        pos = [[torch.randn(1, 77, 768, generator=g), {}]]
-        neg = [[torch.randn(1, 77, 768, generator=g), {}]]
-        latent = torch.zeros(1, 4, args.size // 8, args.size // 8)
-        noise = comfy.sample.prepare_noise(latent, 0)
+    organ, prior = masks(size)
+    if config in ("gate", "all"):
+        organs = OrganMasks(("right_lung", "left_lung", "heart"), organ, (size, size))
+        model = AnatomyAttentionGate.execute(
+            model, organs, organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=0.0,
+            end_percent=1.0, background="free", enabled=True,
+        ).result[0]  # fmt: skip
+    if config in ("reweight", "all"):
+        model = PathologyCrossAttnReweight.execute(
+            model, tok, TEXT, "pleural, effusion", prior, lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
+            end_percent=0.4, sites="all", enabled=True,
+        ).result[0]  # fmt: skip
+    if config in ("correction", "all"):
+        model = EnergyLatentCorrector.execute(
+            model, tok, TEXT, "pleural, effusion", prior, eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
+            energy_threshold=0.0, sites="16", truncate=True, enabled=True,
+        ).result[0]  # fmt: skip
+    return model
 
-        def go(steps: int) -> None:
-            out = comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", pos, neg, latent,
-                                      disable_pbar=True, seed=0)  # fmt: skip
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            assert torch.isfinite(out).all()
 
-        go(1)  # warm-up: loads weights, builds kernels
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        runs = []
-        for _ in range(args.repeat):  # the fastest of N runs damps a shared machine's noise
+def measure(model, size: int, batch: int, args: argparse.Namespace, cuda: bool) -> tuple[float, float, list]:
+    """(median seconds, peak MiB, all timings) of ``args.repeat`` runs after a warm-up."""
+    import comfy.sample
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    pos = [[torch.randn(1, 77, 768, generator=g), {}]]
+    neg = [[torch.randn(1, 77, 768, generator=g), {}]]
+    latent = torch.zeros(batch, 4, size // 8, size // 8)
+    noise = comfy.sample.prepare_noise(latent, 0)
+
+    def go(steps: int) -> None:
+        out = comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", pos, neg, latent,
+                                  disable_pbar=True, seed=0)  # fmt: skip
+        if cuda:
+            torch.cuda.synchronize()
+        if not torch.isfinite(out).all():
+            raise RuntimeError("non-finite output")
+
+    go(min(args.steps, 4))  # warm-up: weights on the device, kernels built, window with >= 1 corrected step
+    times = []
+    with PeakMemory(cuda) as mem:
+        for _ in range(args.repeat):
             t0 = time.perf_counter()
             go(args.steps)
-            runs.append(time.perf_counter() - t0)
-        seconds = min(runs)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"config": config, "seconds": seconds, "peak_mib": peak, "device": str(dev)}
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), mem.peak, times
+
+
+def cells(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(size, batch) cells in order: --cells as given, else every --sizes x --batches pair."""
+    if args.cells.strip():
+        try:
+            return [(int(c.split("x")[0]), int(c.split("x")[1])) for c in args.cells.split(",") if c.strip()]
+        except (ValueError, IndexError):
+            sys.exit(f"--cells: expected SIZExBATCH items like 512x1,1024x4, received {args.cells!r}")
+    return [(int(s), int(b)) for s in args.sizes.split(",") for b in args.batches.split(",")]
+
+
+def environment(cuda: bool) -> dict:
+    import comfy.ldm.modules.attention as attention
+    import comfy.model_management
+    import torch
+
+    dev = comfy.model_management.get_torch_device()
+    return {
+        "device": torch.cuda.get_device_name(dev)
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cpus)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "attention_backend": getattr(
+            attention.optimized_attention, "__name__", str(attention.optimized_attention)
+        ),
+        "python": platform.python_version(),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("suite", choices=sorted(SUITES))
-    ap.add_argument("--size", type=int, default=512, help="image size in px (latent = size/8)")
-    ap.add_argument(
-        "--steps", type=int, default=None, help="sampling steps (default 20 attention, 30 correction)"
-    )
-    ap.add_argument("--repeat", type=int, default=2, help="timed runs per configuration; the fastest counts")
-    ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", default="512,768,1024", help="image sizes in px (latent = size/8)")
+    ap.add_argument("--batches", default="1,2,4")
+    ap.add_argument("--cells", default="", help="explicit SIZExBATCH cells, e.g. 512x1,1024x4 (overrides "
+                    "--sizes/--batches)")  # fmt: skip
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per cell; the median counts")
+    ap.add_argument("--channels", type=int, default=320, help="UNet model_channels (320 = SD1.5)")
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "benchmark")
+    ap.add_argument("--smoke", action="store_true", help="CPU smoke size: --channels 32 --sizes 64 --batches 1 "
+                    "--steps 2 --repeat 1")  # fmt: skip
     args = ap.parse_args()
-    args.steps = args.steps or (20 if args.suite == "attention" else 30)
-    if args.one:
-        sys.stdout.write(json.dumps(run_one(args.one, args)) + "\n")
-        return 0
-    rows = []
-    for config in SUITES[args.suite]:
-        cmd = [
-            sys.executable,
-            __file__,
-            args.suite,
-            "--size",
-            str(args.size),
-            "--steps",
-            str(args.steps),
-            "--one",
-            config,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr[-3000:])
-            return out.returncode
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.smoke:
+        args.channels, args.sizes, args.batches, args.steps, args.repeat = 32, "64", "1", 2, 1
+    load_pack()
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.sd1_clip
+    import torch
+    from benchmark_report import write_reports
+    from cxr_pack.cxr_core.random_models import build_sd15_base_model
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.float16 if cuda else torch.float32
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if configs[0] != "plain" or any(c not in CONFIGS for c in configs):
+        sys.exit(f"--configs: start with plain, then any of {CONFIGS}; received {args.configs}")
+    env = environment(cuda)
+    env.update(channels=args.channels, steps=args.steps, repeat=args.repeat, dtype=str(dtype).split(".")[-1])
+    print(json.dumps(env), flush=True)
+    if args.channels != 320:
         print(
-            f"  {config:26s} {rows[-1]['seconds']:9.2f} s  peak {rows[-1]['peak_mib']:9.0f} MiB", flush=True
+            f"NOTE: UNet with model_channels {args.channels}, not SD1.5's 320: smoke figures, not a benchmark."
         )
-    base = rows[0]
-    print(f"\n{args.suite}: SD1.5-architecture random UNet, {args.size}x{args.size}, {args.steps} steps, euler, cfg 5, best of {args.repeat}, "
-          f"device {base['device']} ({platform.processor() or platform.machine()}, {os.cpu_count()} cpus)")  # fmt: skip
-    print(f"{'config':26s} {'seconds':>9s} {'time ratio':>11s} {'peak MiB':>10s} {'mem ratio':>10s}")
-    for r in rows:
-        r["time_ratio"] = r["seconds"] / base["seconds"]
-        r["mem_ratio"] = r["peak_mib"] / base["peak_mib"]
-        print(
-            f"{r['config']:26s} {r['seconds']:9.2f} {r['time_ratio']:11.3f} {r['peak_mib']:10.0f} {r['mem_ratio']:10.3f}"
-        )
-    if args.suite == "correction":
-        full, trunc = rows[2], rows[1]
-        saving = 1 - (trunc["seconds"] - base["seconds"]) / max(full["seconds"] - base["seconds"], 1e-9)
-        print(f"truncation saves {saving:.1%} of the correction's extra time")
-    if args.json:
-        args.json.write_text(
-            json.dumps({"suite": args.suite, "size": args.size, "steps": args.steps, "rows": rows}, indent=2)
-        )
+    dev = comfy.model_management.get_torch_device()
+    with torch.inference_mode():
+        base = build_sd15_base_model(args.channels, seed=0, dtype=dtype)
+        model = comfy.model_patcher.ModelPatcher(base, dev, comfy.model_management.unet_offload_device())
+        tok = comfy.sd1_clip.SD1Tokenizer()
+        rows: list[dict] = []
+        args.out.mkdir(parents=True, exist_ok=True)
+        for size, batch in cells(args):
+            for config in configs:
+                seconds, peak, times = measure(patched(model, config, size, tok), size, batch, args, cuda)
+                plain = next((r for r in rows if (r["size"], r["batch"], r["config"]) == (size, batch, "plain")),
+                             None)  # fmt: skip
+                row = {"size": size, "batch": batch, "config": config, "seconds": round(seconds, 4),
+                       "peak_mib": round(peak, 1), "runs": [round(t, 4) for t in times],
+                       "time_ratio": round(seconds / plain["seconds"], 4) if plain else 1.0,
+                       "mem_ratio": round(peak / plain["peak_mib"], 4) if plain else 1.0}  # fmt: skip
+                rows.append(row)
+                print(f"{size:5d} px  batch {batch}  {config:11s} {seconds:9.3f} s  x{row['time_ratio']:.3f}  "
+                      f"peak {peak:9.0f} MiB  x{row['mem_ratio']:.3f}", flush=True)  # fmt: skip
+                write_reports(rows, env, args.out)  # after every cell: a cut-off run keeps what it measured
+                if cuda:
+                    torch.cuda.empty_cache()
+    print(f"wrote {args.out}/benchmark.{{csv,md,png,json}}")
     return 0
 
 

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # cxr_runner and cxr_core only; ComfyUI runs in its own process
 
 from cxr_core.demo_assets import demo_label_map_path, demo_legend_path, demo_radiograph_path  # noqa: E402
+from cxr_runner.activity import activity_since, describe  # noqa: E402
 from cxr_runner.client import ComfyClient, output_images  # noqa: E402
 from cxr_runner.server import LocalComfyServer  # noqa: E402
 from cxr_runner.workflow_format import set_input  # noqa: E402
@@ -87,8 +88,12 @@ def main() -> int:
         "--workdir", type=Path, default=REPO / "out" / "demo", help="input/output folders of the run"
     )
     ap.add_argument("--size", type=int, default=256, help="working size in px, multiple of 64 (512 on a GPU)")
-    ap.add_argument("--steps", type=int, default=20, help="sampler steps (denoise 0.6 runs 60%% of them)")
+    ap.add_argument("--steps", type=int, default=20, help="sampler steps (all are taken; denoise 0.6 spreads them "
+                    "over the last 60%% of the noise schedule)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
+    ap.add_argument("--server-arg", action="append", default=[], help="extra argument for ComfyUI's main.py "
+                    "(repeatable), e.g. --server-arg=--lowvram")  # fmt: skip
     args = ap.parse_args()
     if not args.comfyui_dir:
         sys.exit("COMFYUI_DIR is not set; run `bash scripts/main.sh`, or pass --comfyui-dir")
@@ -102,8 +107,8 @@ def main() -> int:
     workdir = args.workdir.resolve()
     if (workdir / "output").exists():
         shutil.rmtree(workdir / "output")
-    server = LocalComfyServer(comfyui_dir=comfy_dir, python=sys.executable, workdir=workdir,
-                              model_dirs={"checkpoints": [str(ckpt.parent)]})  # fmt: skip
+    server = LocalComfyServer(comfyui_dir=comfy_dir, python=sys.executable, workdir=workdir, cpu=not args.gpu,
+                              model_dirs={"checkpoints": [str(ckpt.parent)]}, extra_args=args.server_arg)  # fmt: skip
     with server:
         print(f"ComfyUI is up at {server.base_url} (log: {server.log_path})", flush=True)
         shutil.copy(demo_radiograph_path(), server.input_dir / "RG1_UNCR.dcm")
@@ -116,13 +121,18 @@ def main() -> int:
         set_input(api, "Sampler", "seed", args.seed)
         client = ComfyClient(server.base_url)
         print(f"running {WORKFLOW.relative_to(REPO)} at {args.size}px, {args.steps} steps ...", flush=True)
+        offset = server.log_path.stat().st_size
         entry = client.run(api, timeout_s=3600)
+        activity = activity_since(server.log_path, offset)
     records = [r for out in entry["outputs"].values() for r in out.get("cxr_metrics", [])]
     report = server.output_dir / "cxr" / "metrics_report.json"
-    report.write_text(
-        json.dumps({"random_weights": is_random, "checkpoint": ckpt.name, "records": records}, indent=2)
-    )
-    print(f"\nDone in {time.monotonic() - t0:.0f} s. Outputs in {server.output_dir}:")
+    report.write_text(json.dumps(
+        {"random_weights": is_random, "checkpoint": ckpt.name, "records": records, "regulation": activity}, indent=2
+    ))  # fmt: skip
+    print(f"\nDone in {time.monotonic() - t0:.0f} s.")
+    for record in activity:
+        print(f"  regulation: {describe(record)}")
+    print(f"Outputs in {server.output_dir}:")
     saved = {}
     for img in output_images(entry):
         if img.get("type") != "output":

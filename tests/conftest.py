@@ -26,10 +26,21 @@ if not (COMFYUI_DIR / "comfy" / "model_patcher.py").is_file():
         "or set COMFYUI_DIR to your ComfyUI checkout."
     )
 
+# In-process tests run on the CPU; CXR_TEST_DEVICE=cuda runs them on the GPU (scripts/device_check.sh does,
+# for the `gpu` subset). Server tests always start ComfyUI with --cpu.
+TEST_DEVICE = os.environ.get("CXR_TEST_DEVICE", "cpu").strip().lower()
+if TEST_DEVICE not in ("cpu", "cuda"):
+    raise pytest.UsageError(f"CXR_TEST_DEVICE must be 'cpu' or 'cuda', received {TEST_DEVICE!r}")
+if TEST_DEVICE == "cuda":
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError("CXR_TEST_DEVICE=cuda, but torch sees no CUDA device")
+
 sys.path.insert(0, str(COMFYUI_DIR))
 import comfy.cli_args  # noqa: E402
 
-comfy.cli_args.args.cpu = True
+comfy.cli_args.args.cpu = TEST_DEVICE == "cpu"
 
 
 def _load_pack() -> object:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cxr_pack.cxr_runner.activity import activity_since
 from cxr_pack.cxr_runner.client import output_images
 from cxr_pack.cxr_runner.workflow_format import set_input, ui_to_api, validate_ui
 
@@ -63,14 +64,6 @@ REGULATION = (
 E2E_STEPS = 6  # progress i/5: reweight 0..0.4 -> steps 0-2, correction 0..0.25 -> steps 0-1
 
 
-def _activity_since(server, offset: int) -> list[dict]:
-    """The cxr-activity records the server logged after byte ``offset`` of its log (one per sampling call)."""
-    text = server.log_path.read_bytes()[offset:].decode(errors="replace")
-    return [
-        json.loads(line.split("cxr-activity ", 1)[1]) for line in text.splitlines() if "cxr-activity " in line
-    ]
-
-
 @pytest.fixture(scope="module")
 def workflow_runs(comfy_server, comfy_client) -> dict:
     """Every example workflow through the real server at its own denoise and windows (128 px, 6 steps)."""
@@ -92,7 +85,7 @@ def workflow_runs(comfy_server, comfy_client) -> dict:
         enabled = sorted({n["class_type"] for n in api.values() if n["class_type"] in REGULATION
                           and n["inputs"].get("enabled", True)})  # fmt: skip
         runs[wf.stem] = {"entry": entry, "images": images, "counterfactual": pixels, "enabled": enabled,
-                         "activity": _activity_since(comfy_server, offset)}  # fmt: skip
+                         "activity": activity_since(comfy_server.log_path, offset)}  # fmt: skip
     return runs
 
 

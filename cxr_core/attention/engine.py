@@ -132,7 +132,7 @@ class RegulatedAttention:
             cache=run.cache if run is not None else None,
         )  # fmt: skip
         biasers = [c for c in active if hasattr(c, "bias")]
-        bias = self._assemble_bias(biasers, call, extra_options, q) if biasers else None
+        bias = self._cached_bias(biasers, call, extra_options, q) if biasers else None
         for c in active:
             if hasattr(c, "observe"):
                 c.observe(call, q, k, v, bias, extra_options)
@@ -146,6 +146,27 @@ class RegulatedAttention:
             # compose: the other replace's output plus the change our bias makes to plain attention
             out = self.inner(q, k, v, extra_options) + (out - attention.optimized_attention(q, k, v, heads))
         return out
+
+    def _cached_bias(
+        self, biasers: list, call: SiteCall, extra_options: dict, q: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The assembled bias, built once per run for each grid, branch layout and set of contributions."""
+        if call.cache is None:
+            return self._assemble_bias(biasers, call, extra_options, q)
+        chunks = tuple(extra_options.get("cond_or_uncond") or [0])
+        key = (
+            "assembled",
+            tuple(id(c) for c in biasers),
+            chunks,
+            call.batch,
+            call.hw,
+            call.n_k,
+            q.dtype,
+            str(q.device),
+        )
+        if key not in call.cache:
+            call.cache[key] = self._assemble_bias(biasers, call, extra_options, q)
+        return call.cache[key]
 
     @staticmethod
     def _assemble_bias(

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The device check: one command that proves and measures the pack on this machine's accelerator.
+#
+#   bash scripts/device_check.sh [OUT_DIR]        # default out/device_check
+#
+# 1. the device test subset (pytest -m gpu) on CUDA in fp16 and bf16, incl. ComfyUI's weight offloading;
+# 2. the full example workflow through a real ComfyUI server on the GPU (512 px, 30 steps), and again with
+#    ComfyUI's low-VRAM weight offloading forced (--novram: every layer's weights stay in CPU memory and
+#    are cast to the GPU as the layer runs; --lowvram only offloads when the card is too small);
+# 3. the benchmark (scripts/benchmark.py): the target cell (512 px, batch 1, 30 steps, median of 3), then
+#    a grid over 512/768/1024 px and batch 1/2/4 at 10 steps (median of 2), cheapest cells first.
+# Without CUDA it runs the same steps at CPU size (CPU tests, a 128-px 4-step workflow, the benchmark's
+# --smoke size) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
+# the workflow's pictures and metrics. Exit status: non-zero if a step failed.
+#
+# Environment: by default the host comes from scripts/setup_host.sh (as for the tests). On a machine that
+# cannot install (no network), set COMFYUI_DIR to a ComfyUI 0.3.75 tree and CXR_PY to a Python that has
+# its requirements; CXR_DEMO_RADIOGRAPH may point at RG1_UNCR.dcm when pydicom-data is not installed.
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$(mkdir -p "${1:-$REPO/out/device_check}" && cd "${1:-$REPO/out/device_check}" && pwd)"
+cd "$REPO"
+if [ -z "${COMFYUI_DIR:-}" ] || [ -z "${CXR_PY:-}" ]; then
+  ENV_FILE="$(bash "$REPO/scripts/setup_host.sh" | tail -n 1)" || exit 1
+  # shellcheck disable=SC1090
+  source "$ENV_FILE"
+fi
+link="$COMFYUI_DIR/custom_nodes/comfyui-cxr-counterfactual"
+mkdir -p "$COMFYUI_DIR/custom_nodes"
+[ "$(readlink "$link" 2>/dev/null)" = "$REPO" ] || ln -sfn "$REPO" "$link"
+export COMFYUI_DIR CXR_PY PYTHONUNBUFFERED=1
+
+if "$CXR_PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  MODE=cuda
+else
+  MODE=cpu
+fi
+status=0
+summary="$OUT/summary.md"
+{
+  echo "# Device check ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo
+  if [ "$MODE" = cuda ]; then
+    echo "Mode: **CUDA**. $("$CXR_PY" -c 'import torch; print(torch.cuda.get_device_name(0), "| torch", torch.__version__, "| CUDA", torch.version.cuda)')"
+  else
+    echo "Mode: **CPU** (no CUDA device): every step runs at CPU size; these are smoke figures, not GPU figures."
+  fi
+  echo
+} > "$summary"
+
+step() {  # step NAME TIMEOUT_S CMD...: run, log to OUT/NAME.log, record pass/fail and seconds
+  local name="$1" limit="$2"; shift 2
+  local t0=$SECONDS rc
+  echo "[device_check] $name ..."
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || status=1
+  echo "- $name: $([ $rc -eq 0 ] && echo passed || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s; log \`$name.log\`" >> "$summary"
+  tail -n 3 "$OUT/$name.log"
+}
+
+if [ "$MODE" = cuda ]; then
+  SIZE=512; STEPS=30
+else
+  SIZE=128; STEPS=4
+fi
+# ComfyUI's server needs its frontend package, or any folder given as --front-end-root
+if ! "$CXR_PY" -c "import comfyui_frontend_package" 2>/dev/null; then
+  mkdir -p "$OUT/frontend" && echo "<!doctype html><title>headless</title>" > "$OUT/frontend/index.html"
+  FRONT=(--server-arg=--front-end-root --server-arg="$OUT/frontend")
+else
+  FRONT=()
+fi
+GPU_FLAG=(); [ "$MODE" = cuda ] && GPU_FLAG=(--gpu)
+
+step tests 120 env CXR_TEST_DEVICE="$MODE" "$CXR_PY" -m pytest -m gpu -q -p no:cacheprovider \
+  --junitxml="$OUT/tests.xml" tests/test_device.py
+step workflow 150 "$CXR_PY" scripts/main_job.py --size "$SIZE" --steps "$STEPS" --workdir "$OUT/workflow" \
+  "${GPU_FLAG[@]}" "${FRONT[@]}"
+keep_pictures() {  # keep_pictures NAME: the workflow's side-by-side picture and metrics beside the summary
+  [ -f "$OUT/$1/output/cxr/demo_summary.png" ] && cp "$OUT/$1/output/cxr/demo_summary.png" "$OUT/$1_summary.png"
+  [ -f "$OUT/$1/output/cxr/metrics_report.json" ] && cp "$OUT/$1/output/cxr/metrics_report.json" "$OUT/$1_report.json"
+  return 0
+}
+keep_pictures workflow
+if [ "$MODE" = cuda ]; then
+  step benchmark_target 100 "$CXR_PY" scripts/benchmark.py --cells 512x1 --steps 30 --repeat 3 --out "$OUT/target"
+  step benchmark_grid 130 "$CXR_PY" scripts/benchmark.py --steps 10 --repeat 2 --out "$OUT/grid" \
+    --cells 512x1,512x2,768x1,512x4,1024x1,768x2,768x4,1024x2,1024x4
+else
+  step benchmark_target 300 "$CXR_PY" scripts/benchmark.py --smoke --out "$OUT/target"
+fi
+step workflow_offload 90 "$CXR_PY" scripts/main_job.py --size "$SIZE" --steps "$STEPS" \
+  --workdir "$OUT/workflow_offload" "${GPU_FLAG[@]}" "${FRONT[@]}" --server-arg=--novram
+keep_pictures workflow_offload
+{
+  echo
+  grep -h "regulation:" "$OUT/workflow.log" 2>/dev/null | sed 's/^ */- workflow /'
+  grep -h "^Done in" "$OUT/workflow.log" "$OUT/workflow_offload.log" 2>/dev/null | sed 's/^/- /'
+  for b in target grid; do
+    [ -f "$OUT/$b/benchmark.md" ] && { echo; echo "## Benchmark: $b"; echo; cat "$OUT/$b/benchmark.md"; }
+  done
+} >> "$summary"
+echo "[device_check] $( [ $status -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED'); see $summary"
+exit $status

@@ -1,0 +1,158 @@
+"""The device subset (marker ``gpu``): the method in half precision on ComfyUI's compute device.
+
+scripts/device_check.sh runs these with CXR_TEST_DEVICE=cuda, so the tiny seeded UNet sits on the GPU
+in fp16 and bf16 and ComfyUI's own CUDA attention path runs. In CI (no GPU) the same tests run on the
+CPU in the same dtypes; there the weight-offloading test compares two identical load paths, which is
+stated, not hidden: offloading exists only for a GPU load device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+import torch
+from attention_probe import add_probe
+from cxr_pack.cxr_core.attention.engine import installed
+from cxr_pack.cxr_core.attention.measures import attention_probs, per_query_cross_mass
+from cxr_pack.cxr_core.attention.sites import parse_site_spec
+from cxr_pack.cxr_core.organ_masks import OrganMasks
+from cxr_pack.cxr_core.random_models import build_sd15_base_model
+from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
+from cxr_pack.nodes.attention_capture import AttentionMapCapture
+from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector, attach_corrector, build_corrector
+from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
+from helpers import random_cond, sample
+
+pytestmark = pytest.mark.gpu
+TEXT = "chest x-ray, left pleural effusion"
+DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
+
+
+@pytest.fixture(params=DTYPES)
+def half_model(request):
+    """The tiny seeded UNet in half precision on ComfyUI's torch device, built under inference mode."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    with torch.inference_mode():
+        base = build_sd15_base_model(32, seed=0, dtype=request.param)
+        yield comfy.model_patcher.ModelPatcher(
+            base, comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device()
+        )
+
+
+def _prior() -> torch.Tensor:
+    p = torch.zeros(1, 64, 64)
+    p[:, 32:, 32:] = 1.0
+    return p
+
+
+def _organs() -> OrganMasks:
+    m = torch.zeros(1, 2, 64, 64)
+    m[:, 0, :, :32] = 1.0
+    m[:, 1, :32, 32:] = 1.0
+    return OrganMasks(names=("right_lung", "left_lung"), masks=m, image_size=(64, 64))
+
+
+def _regulated(model, tok, enabled: bool = True, hard: bool = False, capture: bool = True):
+    m = AnatomyAttentionGate.execute(
+        model, _organs(), organs="all", strength=4.0, hard=hard, tau=0.5, sites="64,32", start_percent=0.0,
+        end_percent=1.0, background="free", enabled=enabled,
+    ).result[0]  # fmt: skip
+    m = PathologyCrossAttnReweight.execute(
+        m, tok, TEXT, "pleural, effusion", _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
+        end_percent=0.4, sites="all", enabled=enabled,
+    ).result[0]  # fmt: skip
+    m = EnergyLatentCorrector.execute(
+        m, tok, TEXT, "pleural, effusion", _prior(), eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
+        energy_threshold=0.0, sites="16", truncate=True, enabled=enabled,
+    ).result[0]  # fmt: skip
+    if not capture:
+        return m, None
+    m, store = AttentionMapCapture.execute(m, tok, TEXT, words="effusion", sites="16", steps="all",
+                                           enabled=enabled).result  # fmt: skip
+    return m, store
+
+
+def _run(model, steps: int = 6) -> torch.Tensor:
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)) * 0.8
+    with torch.inference_mode():
+        return sample(model, random_cond(1), random_cond(2), steps=steps, denoise=0.6, latent_image=latent)
+
+
+def test_full_method_on_device_acts_on_its_steps(half_model, sd1_tokenizer, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="cxr_counterfactual")
+    plain = _run(half_model)
+    model, store = _regulated(half_model, sd1_tokenizer)
+    out = _run(model)
+    assert torch.isfinite(out).all() and not torch.equal(out, plain)
+    (record,) = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records
+                 if r.getMessage().startswith("cxr-activity ")]  # fmt: skip
+    steps = {label: m["steps"] for label, m in record["modules"].items()}
+    assert steps == {"AnatomyAttentionGate": list(range(6)), "PathologyCrossAttnReweight": [0, 1, 2],
+                     "EnergyLatentCorrector": [0, 1], "AttentionMapCapture": list(range(6))}  # fmt: skip
+    maps = store.maps()["effusion"]
+    assert sorted(maps) == list(range(6)) and all(torch.isfinite(m).all() for m in maps.values())
+
+
+def test_disabled_is_bit_identical_and_nothing_leaks_on_device(half_model, sd1_tokenizer) -> None:
+    plain = _run(half_model)
+    assert torch.equal(_run(half_model), plain), "plain sampling must be deterministic on this device"
+    off, _ = _regulated(half_model, sd1_tokenizer, enabled=False)
+    assert off is half_model
+    assert torch.equal(_run(off), plain)
+    on, _ = _regulated(half_model, sd1_tokenizer)
+    assert not torch.equal(_run(on), plain)
+    assert torch.equal(_run(half_model), plain), "a plain run after a regulated one is unchanged"
+    assert installed(half_model, "attn1") == {} and installed(half_model, "attn2") == {}
+
+
+def test_hard_gate_blocks_cross_organ_attention_in_half_precision(half_model) -> None:
+    model = AnatomyAttentionGate.execute(
+        half_model, _organs(), organs="all", strength=4.0, hard=True, tau=0.5, sites="64,32", start_percent=0.0,
+        end_percent=1.0, background="free", enabled=True,
+    ).result[0]  # fmt: skip
+    gate = next(iter(installed(model, "attn1").values())).contributions[0]
+    probe = add_probe(model, "attn1", parse_site_spec("64"))
+    out = _run(model, steps=2)
+    assert torch.isfinite(out).all(), "the -inf bias in half precision must not produce NaN"
+    for rec in probe.records:
+        assert rec["bias"].dtype == half_model.model.get_dtype() and torch.isinf(rec["bias"]).any()
+        r = gate.memberships(rec["hw"], torch.device("cpu"))
+        sel = r.sum(1)[0] > gate.tau
+        probs = attention_probs(rec["q"].cpu(), rec["k"].cpu(), rec["heads"], rec["bias"].cpu())
+        mass = per_query_cross_mass(probs, gate.affinity(r))[:, :, sel]
+        assert float(mass.max()) < 1e-3
+
+
+def test_gradient_pass_with_half_precision_weights(half_model, sd1_tokenizer) -> None:
+    base = build_corrector(half_model, sd1_tokenizer, TEXT, "pleural, effusion", _prior())
+    c = dataclasses.replace(base, n_iter=3, threshold=0.0, record=True)
+    out = _run(attach_corrector(half_model, c))
+    assert torch.isfinite(out).all()
+    assert len(c.trace) == 2
+    e = [float(x[0]) for x in c.trace[0]["energies"]]
+    assert all(map(lambda v: v == v, e)) and e[-1] < e[0], f"energy must fall in half precision: {e}"
+
+
+def test_offloaded_weights_give_the_same_result(half_model, sd1_tokenizer) -> None:
+    """ComfyUI's low-VRAM path: weights stay on the offload device and are cast per layer (NO_VRAM state)."""
+    import comfy.model_management as mm
+
+    model, _ = _regulated(half_model, sd1_tokenizer, capture=False)
+    loaded = _run(model)
+    mm.unload_all_models()
+    before = mm.vram_state
+    mm.vram_state = mm.VRAMState.NO_VRAM
+    try:
+        offloaded = _run(model)
+        if half_model.load_device.type == "cuda":
+            assert half_model.loaded_size() < half_model.model_size(), "weights must stay offloaded"
+    finally:
+        mm.vram_state = before
+        mm.unload_all_models()
+    assert torch.isfinite(offloaded).all()
+    assert torch.allclose(offloaded, loaded, rtol=2e-2, atol=2e-2), float((offloaded - loaded).abs().max())
