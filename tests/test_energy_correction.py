@@ -255,3 +255,51 @@ def test_truncated_gradient_pass_never_runs_the_decoder_blocks_above_the_energy_
     passes = 2 * len(c.trace)  # one pass per iteration plus the recorded final energy
     assert passes > 0
     assert calls["output6"] == (0 if truncate else passes)
+
+
+def test_gradient_pass_aliases_weights_without_copies_and_matches_copied_weights(
+    inference_model, sd1_tokenizer
+) -> None:
+    """The memory-saving path (weights aliased, never copied) gives the energy and gradient of copied weights."""
+    import comfy.sample
+    import comfy.samplers
+    from cxr_pack.cxr_core.attention.autograd import autograd_compatible_weights
+
+    unet = inference_model.model.diffusion_model
+    originals = {n: p for n, p in unet.named_parameters()}
+    assert all(p.is_inference() for p in originals.values())
+    with autograd_compatible_weights(unet) as n:
+        assert n == len(originals)
+        for name, p in unet.named_parameters():
+            assert not p.is_inference() and p.data_ptr() == originals[name].data_ptr(), f"{name} was copied"
+    assert all(p is originals[k] for k, p in unet.named_parameters())
+
+    c = _corrector(inference_model, sd1_tokenizer)
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def both_ways(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+        guider, mo, sigma = model_k.inner_model, extra_args["model_options"], float(sigmas[0])
+        seen["alias"] = c.energy_and_grad(guider, x, sigma, mo)
+        swapped = [(m, k, p) for m in unet.modules() for k, p in m._parameters.items() if p is not None]
+        try:
+            with torch.inference_mode(False):
+                for m, k, p in swapped:  # the copying reference: ordinary clones of every weight
+                    m._parameters[k] = torch.nn.Parameter(p.clone(), requires_grad=False)
+            seen["copy"] = c.energy_and_grad(guider, x, sigma, mo)
+        finally:
+            for m, k, p in swapped:
+                m._parameters[k] = p
+        return x
+
+    with torch.inference_mode():
+        latent = torch.zeros(1, 4, *LATENT)
+        sigmas = comfy.samplers.calculate_sigmas(
+            inference_model.get_model_object("model_sampling"), "normal", 4
+        )
+        comfy.sample.sample_custom(
+            inference_model, comfy.sample.prepare_noise(latent, 0), 5.0, comfy.samplers.KSAMPLER(both_ways), sigmas,
+            random_cond(1), random_cond(2), latent, disable_pbar=True, seed=0,
+        )  # fmt: skip
+    (e1, g1), (e2, g2) = seen["alias"], seen["copy"]
+    assert torch.allclose(e1, e2, rtol=1e-5) and torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
+    assert float(g1.abs().max()) > 0

@@ -1,11 +1,13 @@
-"""Gradients through ComfyUI's UNet under inference mode (docs/COMFYUI.md, "Gradients").
+"""Gradients through ComfyUI's UNet under inference mode (docs/METHOD.md section 4, "Gradient pass").
 
-ComfyUI loads weights under ``torch.inference_mode()``; inference tensors
-cannot be saved for backward. For one pass, every comfy.ops module gets an
-identity weight (and bias) function: ``cast_bias_weight`` then copies the
-weights on each forward, and the copies are ordinary tensors. The lists are
-restored exactly afterwards (the class-level defaults are never mutated), so
-the shared, cached model is unchanged.
+ComfyUI loads weights under ``torch.inference_mode()``; inference tensors cannot
+be saved for backward, so a gradient pass through them fails. For the length of
+one pass, every inference-tensor parameter of the UNet is replaced by an ordinary
+tensor that *aliases the same storage* (no copy: the weights cost no extra
+memory), and the original Parameter objects are put back afterwards, so the
+shared, cached model is unchanged (same objects, same values). Weights that
+ComfyUI casts or offloads (low-VRAM mode, LoRA weight functions) are copied by
+ComfyUI itself as usual, and those copies are ordinary tensors.
 """
 
 from __future__ import annotations
@@ -15,39 +17,37 @@ from contextlib import contextmanager
 
 import torch
 
-_MISSING = object()
 
-
-def _identity(t: torch.Tensor) -> torch.Tensor:
-    return t
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """An ordinary (non-inference) tensor viewing t's storage; called outside inference mode."""
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(
+        t.untyped_storage(), t.storage_offset(), t.size(), t.stride()
+    )
 
 
 @contextmanager
 def autograd_compatible_weights(module: torch.nn.Module) -> Iterator[int]:
-    """Within the block, weights of ``module`` reach autograd as copies. Yields the module count."""
-    touched: list[tuple[torch.nn.Module, object, object]] = []
+    """Within the block, the inference-tensor parameters of ``module`` are aliases autograd can save.
+
+    Yields the number of parameters swapped. The model's own Parameter objects are restored in
+    ``finally``, also when the pass raises (e.g. the energy probe's early stop).
+    """
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Parameter]] = []
     try:
-        for m in module.modules():
-            if not hasattr(m, "weight_function") or getattr(m, "weight", None) is None:
-                continue
-            touched.append(
-                (m, m.__dict__.get("weight_function", _MISSING), m.__dict__.get("bias_function", _MISSING))
-            )
-            m.weight_function = [*m.weight_function, _identity]
-            if getattr(m, "bias", None) is not None:
-                m.bias_function = [*m.bias_function, _identity]
-        yield len(touched)
+        with torch.inference_mode(False):
+            for m in module.modules():
+                for name, p in list(m._parameters.items()):
+                    if p is not None and p.is_inference():
+                        swapped.append((m, name, p))
+                        m._parameters[name] = torch.nn.Parameter(_alias(p), requires_grad=False)
+        yield len(swapped)
     finally:
-        for m, wf, bf in reversed(touched):
-            for name, old in (("weight_function", wf), ("bias_function", bf)):
-                if old is _MISSING:
-                    m.__dict__.pop(name, None)
-                else:
-                    setattr(m, name, old)
+        for m, name, p in reversed(swapped):
+            m._parameters[name] = p
 
 
 @contextmanager
 def gradient_pass() -> Iterator[None]:
-    """Leave inference mode and enable grad (context-manager form, see COMFYUI.md)."""
+    """Leave inference mode and enable grad (context-manager form: the decorator form failed in some torch)."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
