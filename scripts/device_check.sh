@@ -13,6 +13,7 @@
 # --smoke size) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
 # the workflow's pictures and metrics. Exit status: non-zero if a step failed.
 #
+# CXR_DEVICE_STEPS=tests,benchmark_target (comma-separated) runs only those steps.
 # Environment: by default the host comes from scripts/setup_host.sh (as for the tests). On a machine that
 # cannot install (no network), set COMFYUI_DIR to a ComfyUI 0.3.75 tree and CXR_PY to a Python that has
 # its requirements; CXR_DEMO_RADIOGRAPH may point at RG1_UNCR.dcm when pydicom-data is not installed.
@@ -48,8 +49,10 @@ summary="$OUT/summary.md"
   echo
 } > "$summary"
 
+STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_grid,workflow_offload},"
 step() {  # step NAME TIMEOUT_S CMD...: run, log to OUT/NAME.log, record pass/fail and seconds
   local name="$1" limit="$2"; shift 2
+  case "$STEPS_WANTED" in *",$name,"*) ;; *) echo "- $name: not run (CXR_DEVICE_STEPS)" >> "$summary"; return 0 ;; esac
   local t0=$SECONDS rc
   echo "[device_check] $name ..."
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
