@@ -227,7 +227,9 @@ def _run_row(job: Job, client: ComfyClient, uploader: Uploader, classes: OutputC
             rec = _record(
                 job, item, run_id, client.base_url, status="ok", attempts=attempt, prompt_id=prompt_id
             )
-            rec["outputs"] = _download(client, entry, job.out_dir, item.key, job.previews)
+            rec["outputs"], rec["output_titles"] = _download(
+                client, api, entry, job.out_dir, item.key, job.previews
+            )
             rec["metrics"] = collect_metrics(entry)
             return rec
         except ATTEMPT_ERRORS as e:
@@ -274,11 +276,16 @@ def _cancel(base_url: str, prompt_id: str) -> None:
             log.debug("could not cancel %s via %s: %s", prompt_id, path, e)
 
 
-def _download(client: ComfyClient, entry: dict, out_dir: Path, key: str, previews: bool) -> list[str]:
-    """Fetch the prompt's images into ``out_dir/key/<subfolder>/``; paths relative to ``out_dir``."""
-    saved = []
+def _download(client: ComfyClient, api: dict, entry: dict, out_dir: Path, key: str,
+              previews: bool) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """Fetch the prompt's images into ``out_dir/key/<subfolder>/``.
+
+    Returns their paths relative to ``out_dir`` and {path: title of the node that saved it} (the picture
+    report finds the counterfactual, prior and difference map by these titles).
+    """
+    saved, titles = [], {}
     kinds = ("output", "temp") if previews else ("output",)
-    for node in entry.get("outputs", {}).values():
+    for nid, node in entry.get("outputs", {}).items():
         for img in node.get("images") or []:
             if not isinstance(img, dict) or img.get("type") not in kinds:
                 continue
@@ -288,7 +295,12 @@ def _download(client: ComfyClient, entry: dict, out_dir: Path, key: str, preview
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (out_dir / rel).write_bytes(client.view(img["filename"], img.get("subfolder", ""), img["type"]))
             saved.append(rel.as_posix())
-    return saved
+            titles[rel.as_posix()] = str(
+                (api.get(nid, {}).get("_meta") or {}).get("title")
+                or api.get(nid, {}).get("class_type")
+                or nid
+            )
+    return saved, titles
 
 
 def collect_metrics(entry: dict) -> list[dict[str, Any]]:
