@@ -10,7 +10,8 @@ p for fewer than 50 pairs without ties, else the normal approximation, as
 scipy chooses), the matched-pairs rank-biserial correlation as effect size
 ((R+ - R-) / (R+ + R-), in [-1, 1], positive when the variant is higher), and
 the p value after Holm's step-down correction over the variants of that
-metric (one family per metric). The bootstrap is seeded, so tables repeat.
+metric (one family per metric). Differences within 1e-6 (relative) of zero
+are float32 rounding noise and count as zero. The bootstrap is seeded, so tables repeat.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if (
 ):  # numpy and scipy are imported when statistics are computed: the runner itself needs neither
     import numpy as np
 
+NOISE = 1e-6  # relative size of a difference treated as zero (metrics are computed in float32)
 PairKey = tuple[tuple[tuple[str, str], ...], str]  # (row cells, image index)
 
 
@@ -136,7 +138,11 @@ def compare(per_variant: dict[str, list[dict[str, str]]], reference: str, metric
             keys = sorted(set(vals) & set(values[reference]))
             if not keys:
                 continue
-            diffs = np.asarray([vals[k] - values[reference][k] for k in keys], dtype=np.float64)
+            a = np.asarray([vals[k] for k in keys], dtype=np.float64)
+            b = np.asarray([values[reference][k] for k in keys], dtype=np.float64)
+            diffs = a - b
+            # differences at floating-point noise level are ties, not evidence (e.g. two variants with the same region)
+            diffs[np.abs(diffs) <= NOISE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))] = 0.0
             ci = bootstrap_ci(diffs, n_boot, np.random.default_rng(seed))
             test = wilcoxon(diffs) if diffs.size > 1 else None
             family.append(Comparison(name, metric, int(diffs.size), float(diffs.mean()), *(ci or (None, None)),

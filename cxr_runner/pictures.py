@@ -23,7 +23,7 @@ from .results import ResultStore
 log = logging.getLogger("cxr_counterfactual.runner")
 ROLES = ("counterfactual", "prior", "difference")
 OTHER_OUTPUTS = ("attention", "heatmap", "organ_mask", "mask overlay", "overlay")
-TILE, LABEL_H, ROW_LABEL_W = 160, 18, 150
+TILE, LABEL_H, ROW_LABEL_W = 160, 18, 180
 
 
 def role_of(path: str, title: str) -> str | None:
@@ -85,7 +85,7 @@ def picture_grid(variants: dict[str, Path], out: Path, count: int = 8, image_dir
         first = records[names[0]]
         d.text((4, y + 4), f"row {first.get('row_index')}", fill="black")
         for k, text in enumerate(_describe(cells)):
-            d.text((4, y + 20 + 14 * k), text[:22], fill="gray")
+            d.text((4, y + 20 + 14 * k), text[:26], fill="gray")
         original = _original(cells, image_dirs or [])
         prior_path = next((images_by_role(records[n]).get("prior") for n in names if images_by_role(records[n]).get("prior")), None)  # fmt: skip
         prior_folder = next((variants[n] for n in names if images_by_role(records[n]).get("prior")), None)

@@ -107,3 +107,13 @@ def test_report_command_writes_paired_tables_figure_and_page(
     assert "<table>" in page and "<img src='paired.png'" in page and "<b>" in page
     assert main(["report", str(run), "--reference", "nope"]) == 2
     assert "--reference 'nope' is not a variant folder" in capsys.readouterr().err
+
+
+def test_float32_noise_is_a_tie_not_a_difference() -> None:
+    values = [0.90, 0.85, 0.88, 0.92, 0.87, 0.91, 0.89, 0.86]
+    noisy = _lines([v + 3e-9 * (1 + i % 2) for i, v in enumerate(values)])
+    _, (c,) = compare({"full": _lines(values), "noisy": noisy}, "full", ["ssim_outside"], n_boot=100)
+    assert (c.n_pairs, c.p, c.statistic, c.rank_biserial) == (8, None, None, None)
+    _, (d,) = compare({"full": _lines(values), "up": _lines([v + 1e-4 for v in values])}, "full", ["ssim_outside"],
+                      n_boot=100)  # fmt: skip
+    assert d.p == pytest.approx(2 / 256), "a real (if small) shift is still tested"
