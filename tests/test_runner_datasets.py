@@ -77,17 +77,18 @@ def test_chexpert_layout_and_its_study_file_through_the_cli(
     rows = _rows(out)
     assert Counter((r["pathology"], r["side"]) for r in rows) == {("effusion", "left"): 2, ("effusion", "right"): 2,
                                                                  ("pneumothorax", "left"): 2, ("pneumothorax", "right"): 2}  # fmt: skip
-    assert all(r["mask_id"].startswith("CheXpert-v1.0-small/train/") for r in rows)
     mask_csv = next(csv.DictReader((out / rows[0]["masks"]).open()))
     assert mask_csv["Path"].startswith("CheXpert-v1.0/train/"), (
         "matched across releases on the last four parts"
     )
+    assert rows[0]["mask_id"] == mask_csv["Path"], "the id as the CheXmask row writes it, for the loader"
     study = json.loads((out / "study.json").read_text())
     mapping = load_mapping([], out / "manifest.map.json", None)
     assert read_manifest(out / "manifest.csv", mapping) == rows, "the map's columns are the manifest's"
     assert set(study["variants"]) >= {"full", "no gate", "no reweight", "no correction", "SDEdit", "PIE"}
     assert all(Path(v if isinstance(v, str) else v["workflow"]).is_file() for v in study["variants"].values())
-    assert study["set"] == {"Organ masks.source": "chexmask_csv", "Organ masks.min_quality": 0.8}
+    assert study["set"] == {"Organ masks.source": "chexmask_csv", "Organ masks.organs": "all",
+                            "Organ masks.min_quality": 0.8}  # fmt: skip
 
 
 def test_other_datasets_through_a_mapping_file(tmp_path: Path) -> None:
@@ -129,3 +130,18 @@ def test_rle_checks_follow_the_chexmask_convention() -> None:
     assert rle_problem("19 5", 4, 5) == "run (19, 5) outside 1..20 or out of order"
     assert rle_problem("0 2", 4, 5).startswith("run (0, 2)")
     assert rle_problem("a b", 4, 5) == "not space-separated integers"
+
+
+def test_a_film_on_several_reader_lines_is_healthy_only_if_every_reader_says_so(tmp_path: Path) -> None:
+    mapping, chexmask = make_nih(tmp_path / "nih")
+    data = tmp_path / "nih" / "Data_Entry_2017.csv"
+    lines = data.read_text().splitlines()
+    # a second reader: film 1 has a finding, film 2 is healthy again (VinDr-CXR lists one line per radiologist)
+    data.write_text(
+        "\n".join([*lines, "00000001_000.png,Nodule,1,PA", "00000002_000.png,No Finding,2,PA"]) + "\n"
+    )
+    summary = build_study_folder("mapped", mapping, chexmask, tmp_path / "study", pathologies=["effusion"],
+                                 sides=["right"], extents=[0.4], per_cell=3)  # fmt: skip
+    assert summary["healthy_films"] == 3
+    assert sorted(Path(r["image"]).name for r in _rows(tmp_path / "study")) == [
+        f"0000{i:04d}_000.png" for i in (2, 4, 5)]  # fmt: skip

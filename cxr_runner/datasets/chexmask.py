@@ -89,9 +89,14 @@ def select_masks(chexmask_csv: Path, wanted: set[str], min_quality: float) -> di
     return found
 
 
+def row_id(row: dict[str, str]) -> str:
+    """The id cell of a CheXmask row, as written (the loader's ``image_id``)."""
+    return next(row[c] for c in ID_COLUMNS if c in row)
+
+
 def write_mask_row(row: dict[str, str], folder: Path) -> Path:
     """The row, with its header, as ``folder/<readable id>-<hash>.csv``."""
-    id_value = next(row[c] for c in ID_COLUMNS if c in row)
+    id_value = row_id(row)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in PurePosixPath(id_value).stem)[:60]
     path = folder / f"{stem}-{hashlib.sha256(id_value.encode()).hexdigest()[:8]}.csv"
     folder.mkdir(parents=True, exist_ok=True)

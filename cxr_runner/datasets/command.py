@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RunnerError
-from .chexmask import normalise_id, select_masks, write_mask_row
+from .chexmask import normalise_id, row_id, select_masks, write_mask_row
 from .design import cells, design_rows, prompt_cells
 from .layouts import chexpert, generic, mimic_cxr_jpg
 
@@ -118,13 +118,14 @@ def build_study_folder(layout: str, source: Path, chexmask_csv: Path, out: Path,
             if key not in written:
                 written[key] = write_mask_row(masks[key], out / "masks")
             writer.writerow({"image": str(film.image.resolve()), "masks": written[key].relative_to(out).as_posix(),
-                             "mask_id": film.mask_id, "pathology": cell.pathology, "side": cell.side,
+                             "mask_id": row_id(masks[key]), "pathology": cell.pathology, "side": cell.side,
                              "extent": cell.extent, "seed": row_seed, **prompt_cells(cell, film.view),
                              "target_organs": _targets(cell.pathology, cell.side), "view": film.view,
                              "patient": film.patient})  # fmt: skip
     (out / "manifest.map.json").write_text(json.dumps(MAP, indent=1) + "\n", encoding="utf-8")
     study = {"manifest": "manifest.csv", "title": f"{layout}: {len(rows)} counterfactuals", "map": MAP,
-             "set": {"Organ masks.source": "chexmask_csv", "Organ masks.min_quality": min_quality},
+             "set": {"Organ masks.source": "chexmask_csv", "Organ masks.organs": "all",
+                     "Organ masks.min_quality": min_quality},
              "variants": {**{name: str((workflows / wf).resolve()) for name, wf in VARIANTS.items()},
                           "PIE": {"workflow": str((workflows / "baseline_pie_progressive.json").resolve()),
                                   "map": {"seed": "Sampler round 1.seed"}}},

@@ -114,6 +114,8 @@ class GenericLayout:
 
     ``healthy_value`` is compared with the ``healthy_column`` cell as text
     (e.g. "No Finding" in NIH's ``Finding Labels``, "1" or "1.0" in a label column).
+    A film listed on several lines (VinDr-CXR: one per radiologist) is used once,
+    and only if every line says healthy.
     """
 
     labels: str  # CSV path, relative to the mapping file
@@ -125,6 +127,7 @@ class GenericLayout:
     patient_column: str = ""
     view_column: str = ""
     views: list[str] = field(default_factory=list)  # kept views (empty: all)
+    image_suffix: str = ""  # appended to the image cell (VinDr-CXR names files by id: ".dicom")
 
 
 def generic(mapping_file: Path) -> list[Source]:
@@ -135,20 +138,20 @@ def generic(mapping_file: Path) -> list[Source]:
                           "healthy_column, healthy_value (and optionally image_root, id_column, patient_column, "
                           "view_column, views)") from e  # fmt: skip
     base = mapping_file.parent
-    out = []
+    films: dict[Path, tuple[Source, bool]] = {}  # film -> (source, every line so far says healthy)
     for r in open_csv(base / spec.labels):
-        if r.get(spec.healthy_column, "").strip() != spec.healthy_value:
-            continue
         view = r.get(spec.view_column, "") if spec.view_column else ""
         if spec.views and view not in spec.views:
             continue
-        image = base / spec.image_root / r[spec.image_column]
-        if image.is_file():
+        image = base / spec.image_root / (r[spec.image_column] + spec.image_suffix)
+        healthy = r.get(spec.healthy_column, "").strip() == spec.healthy_value
+        if image in films:  # a film on several lines (VinDr-CXR: one per radiologist) must be healthy on all
+            films[image] = (films[image][0], films[image][1] and healthy)
+        elif image.is_file():
             mask_id = r[spec.id_column] if spec.id_column else PurePosixPath(r[spec.image_column]).name
-            out.append(
-                Source(image, mask_id, r.get(spec.patient_column, "") if spec.patient_column else "", view)
-            )
-    return out
+            patient = r.get(spec.patient_column, "") if spec.patient_column else ""
+            films[image] = (Source(image, mask_id, patient, view), healthy)
+    return [source for source, healthy in films.values() if healthy]
 
 
 def _resolve(root: Path, csv_dir: Path, cell: str) -> Path | None:
