@@ -16,6 +16,9 @@ from cxr_pack.cxr_runner.datasets.command import build_study_folder
 from cxr_pack.cxr_runner.datasets.design import cells
 from cxr_pack.cxr_runner.errors import RunnerError
 from cxr_pack.cxr_runner.manifest import load_mapping, read_manifest
+from cxr_pack.cxr_runner.overrides import check_target, node_ids
+from cxr_pack.cxr_runner.study import load_study
+from cxr_pack.cxr_runner.workflow_io import read_workflow
 from dataset_helpers import encode_rle, make_chexpert, make_mimic, make_nih, organ_masks
 
 DESIGN = {"pathologies": ["effusion", "cardiomegaly"], "sides": ["left", "right"], "extents": [0.2, 0.5]}
@@ -145,3 +148,28 @@ def test_a_film_on_several_reader_lines_is_healthy_only_if_every_reader_says_so(
     assert summary["healthy_films"] == 3
     assert sorted(Path(r["image"]).name for r in _rows(tmp_path / "study")) == [
         f"0000{i:04d}_000.png" for i in (2, 4, 5)]  # fmt: skip
+
+
+def test_the_generated_study_fits_every_example_workflow(tmp_path: Path) -> None:
+    """Each variant has the nodes that take the row's film, masks, prior and seed; the full method has them all."""
+    top, chexmask = make_chexpert(tmp_path / "data")
+    build_study_folder("chexpert", top, chexmask, tmp_path / "study", steps=12, **DESIGN)
+    study = load_study(tmp_path / "study" / "study.json")
+    essential = ("image", "masks", "mask_id", "pathology", "side", "extent", "seed")
+    assert len(study.variants) == 7
+    for variant in study.variants:
+        api = read_workflow(variant.workflow)
+        mapping = {**study.mapping, **variant.mapping}
+        for column in essential:
+            assert any(node_ids(api, t.node) for t in mapping[column]), (variant.name, column)
+        targets = [t for c in essential for t in mapping[c] if node_ids(api, t.node)]
+        targets += [o.target for o in [*study.overrides, *variant.overrides] if node_ids(api, o.target.node)]
+        for target in targets:
+            check_target(api, target)
+        if variant.name == "full":
+            for t in [t for ts in study.mapping.values() for t in ts] + [o.target for o in study.overrides]:
+                check_target(api, t)
+    pie = next(v for v in study.variants if v.name == "PIE")
+    assert [(str(o.target), o.value) for o in pie.overrides] == [
+        (f"Sampler round {k}.steps", 12) for k in (1, 2, 3)
+    ]

@@ -72,6 +72,8 @@ def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the film draw, row order and sampler seeds (0)"
     )
+    p.add_argument("--steps", type=int, help="sampler steps for every variant, PIE's three rounds included "
+                   "(default: each workflow's own)")  # fmt: skip
     p.add_argument("--workflows", type=Path, default=WORKFLOWS, help="folder of the variants' API workflows")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -81,7 +83,8 @@ def run_dataset_command(args: argparse.Namespace) -> int:
                                  metadata=args.metadata, views=_split(args.views), min_quality=args.min_quality,
                                  pathologies=_split(args.pathologies), sides=_split(args.sides),
                                  extents=[_float(e, "--extents") for e in _split(args.extents)],
-                                 per_cell=args.per_cell, seed=args.seed, workflows=args.workflows)  # fmt: skip
+                                 per_cell=args.per_cell, seed=args.seed, workflows=args.workflows,
+                                 steps=args.steps)  # fmt: skip
     sys.stdout.write(f"{summary['rows']} rows drawn from the {summary['films_with_masks']} of {summary['healthy_films']} "
                      f"healthy films that have CheXmask masks of Dice RCA >= {args.min_quality:g}; wrote "
                      f"{args.out / 'manifest.csv'} and {args.out / 'study.json'}\n")  # fmt: skip
@@ -92,8 +95,10 @@ def build_study_folder(layout: str, source: Path, chexmask_csv: Path, out: Path,
                        metadata: Path | None = None, views: list[str] | None = None, min_quality: float = 0.7,
                        pathologies: list[str] | None = None, sides: list[str] | None = None,
                        extents: list[float] | None = None, per_cell: int = 1, seed: int = 0,
-                       workflows: Path = WORKFLOWS) -> dict:  # fmt: skip
+                       workflows: Path = WORKFLOWS, steps: int | None = None) -> dict:  # fmt: skip
     """Manifest, masks, map, study and design files in ``out``; returns the design summary."""
+    if steps is not None and steps < 1:
+        raise RunnerError(f"--steps {steps}: expected 1 or more sampler steps")
     kept_views = tuple(views or ["PA"])
     if layout == "mimic-cxr-jpg":
         films = mimic_cxr_jpg(source, labels, metadata, kept_views)
@@ -123,12 +128,17 @@ def build_study_folder(layout: str, source: Path, chexmask_csv: Path, out: Path,
                              "target_organs": _targets(cell.pathology, cell.side), "view": film.view,
                              "patient": film.patient})  # fmt: skip
     (out / "manifest.map.json").write_text(json.dumps(MAP, indent=1) + "\n", encoding="utf-8")
+    sampler = {"Sampler.steps": steps} if steps else {}
+    pie = {
+        "workflow": str((workflows / "baseline_pie_progressive.json").resolve()),
+        "map": {"seed": "Sampler round 1.seed"},
+    }
+    if steps:
+        pie["set"] = {f"Sampler round {k}.steps": steps for k in (1, 2, 3)}
     study = {"manifest": "manifest.csv", "title": f"{layout}: {len(rows)} counterfactuals", "map": MAP,
              "set": {"Organ masks.source": "chexmask_csv", "Organ masks.organs": "all",
-                     "Organ masks.min_quality": min_quality},
-             "variants": {**{name: str((workflows / wf).resolve()) for name, wf in VARIANTS.items()},
-                          "PIE": {"workflow": str((workflows / "baseline_pie_progressive.json").resolve()),
-                                  "map": {"seed": "Sampler round 1.seed"}}},
+                     "Organ masks.min_quality": min_quality, **sampler},
+             "variants": {**{name: str((workflows / wf).resolve()) for name, wf in VARIANTS.items()}, "PIE": pie},
              "metrics": ["ssim_outside", "ssim_inside", "psnr_outside_db", "mae_outside", "localisation"]}  # fmt: skip
     (out / "study.json").write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")
     summary = {"layout": layout, "source": str(source), "chexmask": str(chexmask_csv), "views": list(kept_views),
