@@ -117,3 +117,15 @@ def test_float32_noise_is_a_tie_not_a_difference() -> None:
     _, (d,) = compare({"full": _lines(values), "up": _lines([v + 1e-4 for v in values])}, "full", ["ssim_outside"],
                       n_boot=100)  # fmt: skip
     assert d.p == pytest.approx(2 / 256), "a real (if small) shift is still tested"
+
+
+def test_report_command_errors_name_the_folder_and_what_it_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a folder; expected a study's --out folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no <variant>/results.csv under" in capsys.readouterr().err
+    _results(tmp_path / "only", [0.5, 0.6])
+    assert main(["report", str(tmp_path), "--pictures", "0"]) == 0, "one variant: its table, no paired tests"
+    assert not (tmp_path / "paired.md").exists() and "| only | 2 |" in (tmp_path / "study.md").read_text()
