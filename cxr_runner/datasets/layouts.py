@@ -9,7 +9,7 @@ by which CheXmask names the film.
   (``subject_id, study_id`` and the 14 CheXpert labels, 1.0 / 0.0 / -1.0 /
   empty); the view per image in ``mimic-cxr-2.0.0-metadata.csv(.gz)``
   (``dicom_id, subject_id, study_id, ViewPosition``, ...). CheXmask id: ``dicom_id``.
-- CheXpert (v1.0 and -small; CheXpert-Plus images keep the same paths):
+- CheXpert (v1.0 and v1.0-small; for CheXpert Plus, whose label file differs, use a mapping):
   ``train.csv``/``valid.csv`` with ``Path`` (``CheXpert-v1.0-small/train/
   patient00001/study1/view1_frontal.jpg``), ``Sex, Age, Frontal/Lateral, AP/PA``
   and the 14 labels. CheXmask id: ``Path``, matched on its last four parts.
