@@ -233,9 +233,8 @@ def _run_row(job: Job, client: ComfyClient, uploader: Uploader, classes: OutputC
             rec["metrics"] = collect_metrics(entry)
             return rec
         except ATTEMPT_ERRORS as e:
-            if (
-                isinstance(e, PromptError) and e.prompt_id
-            ):  # queued in part (node_errors): take it off the queue
+            if isinstance(e, PromptError) and e.prompt_id:
+                # queued in part (the rest in node_errors): take it off the queue
                 prompt_id = e.prompt_id
                 _cancel(client.base_url, prompt_id)
             if _connection_problem(e) and not _alive(client.base_url):
@@ -280,8 +279,8 @@ def _download(client: ComfyClient, api: dict, entry: dict, out_dir: Path, key: s
               previews: bool) -> tuple[list[str], dict[str, str]]:  # fmt: skip
     """Fetch the prompt's images into ``out_dir/key/<subfolder>/``.
 
-    Returns their paths relative to ``out_dir`` and {path: title of the node that saved it} (the picture
-    report finds the counterfactual, prior and difference map by these titles).
+    Returns their paths relative to ``out_dir`` and {path: title of the node that saved it, "" if untitled}
+    (the picture report finds the counterfactual, prior and difference map by these titles).
     """
     saved, titles = [], {}
     kinds = ("output", "temp") if previews else ("output",)
@@ -295,11 +294,7 @@ def _download(client: ComfyClient, api: dict, entry: dict, out_dir: Path, key: s
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (out_dir / rel).write_bytes(client.view(img["filename"], img.get("subfolder", ""), img["type"]))
             saved.append(rel.as_posix())
-            titles[rel.as_posix()] = str(
-                (api.get(nid, {}).get("_meta") or {}).get("title")
-                or api.get(nid, {}).get("class_type")
-                or nid
-            )
+            titles[rel.as_posix()] = str((api.get(nid, {}).get("_meta") or {}).get("title") or "")
     return saved, titles
 
 
