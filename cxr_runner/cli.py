@@ -161,7 +161,7 @@ def _study(args: argparse.Namespace, template: Job) -> int:
         reports = run_study(study, template, _object_info(servers) if any(ui) else None)
     sources = {name: r.out_dir for name, r in reports.items()}
     files = write_report(template.out_dir, sources, args.reference, study.metrics, study.title, args.pictures,
-                         [study.manifest.resolve().parent, *args.images_dir], args.boot)  # fmt: skip
+                         [study.manifest.resolve().parent, *args.images_dir], args.boot, args.by)  # fmt: skip
     for name, r in reports.items():
         sys.stdout.write(f"{name}: {r.summary()}\n")
     _print_report(files)
@@ -170,7 +170,7 @@ def _study(args: argparse.Namespace, template: Job) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     files = write_report(args.run_dir, None, args.reference, _metrics(args), args.title or "", args.pictures,
-                         args.images_dir, args.boot)  # fmt: skip
+                         args.images_dir, args.boot, args.by)  # fmt: skip
     _print_report(files)
     return 0
 
@@ -290,6 +290,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images-dir", type=Path, action="append", default=[], metavar="DIR",
                    help="where the manifest's image paths are found for the grid (default: beside the manifest)")  # fmt: skip
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (2000)")
+    p.add_argument("--by", action="append", default=[], metavar="COLUMN",
+                   help="also the paired statistics per value of this manifest column (e.g. pathology); repeatable")  # fmt: skip
 
 
 def _set_arg(p: argparse.ArgumentParser) -> None:

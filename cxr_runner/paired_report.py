@@ -57,22 +57,29 @@ def paired_markdown(summaries: dict[str, dict[str, Summary]], comparisons: list[
     return "\n".join(lines) + "\n"
 
 
+def csv_rows(summaries: dict[str, dict[str, Summary]], comparisons: list[Comparison], reference: str) -> list[list[str]]:  # fmt: skip
+    """One row per metric and variant, in CSV_COLUMNS order (empty cells where a figure does not apply)."""
+    by_key = {(c.variant, c.metric): c for c in comparisons}
+    rows = []
+    metrics = list(dict.fromkeys(m for stats in summaries.values() for m in stats))
+    for m in metrics:
+        for name, stats in summaries.items():
+            s = stats.get(m)
+            c = by_key.get((name, m))
+            if s is None and c is None:
+                continue
+            rows.append([m, name, reference, *_cells(s and (s.mean, s.sd, s.ci_low, s.ci_high, s.n), 5),
+                         *_cells(c and (c.n_pairs, c.mean_diff, c.ci_low, c.ci_high, c.statistic, c.p, c.p_holm,
+                                        c.rank_biserial), 8)])  # fmt: skip
+    return rows
+
+
 def write_paired_csv(summaries: dict[str, dict[str, Summary]], comparisons: list[Comparison], reference: str,
                      path: Path) -> Path:  # fmt: skip
-    by_key = {(c.variant, c.metric): c for c in comparisons}
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
-        metrics = list(dict.fromkeys(m for stats in summaries.values() for m in stats))
-        for m in metrics:
-            for name, stats in summaries.items():
-                s = stats.get(m)
-                c = by_key.get((name, m))
-                if s is None and c is None:
-                    continue
-                w.writerow([m, name, reference, *_cells(s and (s.mean, s.sd, s.ci_low, s.ci_high, s.n), 5),
-                            *_cells(c and (c.n_pairs, c.mean_diff, c.ci_low, c.ci_high, c.statistic, c.p, c.p_holm,
-                                           c.rank_biserial), 8)])  # fmt: skip
+        w.writerows(csv_rows(summaries, comparisons, reference))
     return path
 
 

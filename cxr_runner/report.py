@@ -4,6 +4,7 @@
 holding a results.csv (as ``study`` and the cluster shards write them) and
 writes, into RUN_DIR: study.md/.csv/.png (mean ± sd), paired.md/.csv/.png
 (bootstrap CIs, Wilcoxon against the reference with Holm, effect sizes),
+paired_by_<column>.md/.csv for each ``--by`` column (per pathology, side, ...),
 pictures.png (the grid of ``pictures.py``), and report.md and report.html
 showing all of them.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .errors import RunnerError
 from .pictures import picture_grid
+from .strata import stratified_paths
 from .study import write_study_report
 
 log = logging.getLogger("cxr_counterfactual.runner")
@@ -47,13 +49,17 @@ def variant_folders(run_dir: Path, reference: str | None = None) -> dict[str, Pa
 
 def write_report(run_dir: Path, variants: dict[str, Path] | None = None, reference: str | None = None,
                  metrics: list[str] | None = None, title: str = "", pictures: int = 8,
-                 image_dirs: list[Path] | None = None, n_boot: int = 2000) -> ReportFiles:  # fmt: skip
+                 image_dirs: list[Path] | None = None, n_boot: int = 2000,
+                 by: list[str] | None = None) -> ReportFiles:  # fmt: skip
     """Every table and figure of the study in ``run_dir`` (variants: default its result subfolders)."""
     variants = variants or variant_folders(run_dir, reference)
-    study_md, study_csv, study_png = write_study_report(variants, run_dir, metrics, title, reference, n_boot)
+    study_md, study_csv, study_png = write_study_report(
+        variants, run_dir, metrics, title, reference, n_boot, by
+    )
     tables, figures = [study_md, study_csv], [study_png]
     if (run_dir / "paired.md").is_file() and len(variants) > 1:
         tables += [run_dir / "paired.md", run_dir / "paired.csv"]
+        tables += [p for column in by or [] for p in stratified_paths(run_dir, column)]
         figures.append(run_dir / "paired.png")
     grid = picture_grid(variants, run_dir / "pictures.png", pictures, image_dirs) if pictures > 0 else None
     if grid is not None:

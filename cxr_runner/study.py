@@ -33,6 +33,7 @@ from .jobs import Job, Report, run_job
 from .manifest import Mapping, load_mapping, mapping_from_json, read_manifest
 from .overrides import Override, node_ids, parse_override
 from .paired_report import write_paired_report
+from .strata import write_stratified
 from .workflow_format import WorkflowFormatError
 from .workflow_io import read_workflow, to_api
 
@@ -122,12 +123,14 @@ def run_study(study: Study, template: Job, object_info: dict | None = None) -> d
 
 
 def write_study_report(sources: dict[str, Path], out: Path, metrics: list[str] | None = None, title: str = "",
-                       reference: str | None = None, n_boot: int = 2000) -> tuple[Path, Path, Path]:  # fmt: skip
+                       reference: str | None = None, n_boot: int = 2000,
+                       by: list[str] | None = None) -> tuple[Path, Path, Path]:  # fmt: skip
     """study.md, study.csv and study.png in ``out`` from each variant's results.
 
     With two or more variants, the paired statistics against ``reference``
     (default: a variant named 'full', else the first) are appended to study.md
-    and written to paired.md, paired.csv and paired.png.
+    and written to paired.md, paired.csv and paired.png; with ``by``, also per
+    level of each of those manifest columns (paired_by_<column>.md/.csv).
     """
     per_variant = collect(sources)
     table = aggregate(per_variant, metrics)
@@ -142,6 +145,8 @@ def write_study_report(sources: dict[str, Path], out: Path, metrics: list[str] |
         if ref not in per_variant:
             raise RunnerError(f"--reference '{ref}': expected one of the variants {', '.join(per_variant)}")
         text += "\n" + write_paired_report(per_variant, out, order, ref, n_boot)[3]
+        for column in by or []:
+            write_stratified(per_variant, out, order, ref, column, n_boot)
     md.write_text(text, encoding="utf-8")
     return md, write_table_csv(table, out / "study.csv"), bar_chart(table, out / "study.png", title, order)
 

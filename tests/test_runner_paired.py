@@ -129,3 +129,32 @@ def test_report_command_errors_name_the_folder_and_what_it_needs(
     _results(tmp_path / "only", [0.5, 0.6])
     assert main(["report", str(tmp_path), "--pictures", "0"]) == 0, "one variant: its table, no paired tests"
     assert not (tmp_path / "paired.md").exists() and "| only | 2 |" in (tmp_path / "study.md").read_text()
+
+
+def test_paired_statistics_per_design_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    full = [0.90, 0.85, 0.88, 0.92, 0.87, 0.91, 0.89, 0.86]
+    for name, values in (("full", full), ("no_gate", [v - 0.1 - 0.01 * i for i, v in enumerate(full)])):
+        folder = run / name
+        folder.mkdir(parents=True)
+        rows = _lines(values)
+        for i, row in enumerate(rows):
+            row["row.pathology"] = ("effusion", "cardiomegaly")[i % 2]
+        with (folder / "results.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    assert main(["report", str(run), "--pictures", "0", "--boot", "200", "--by", "pathology"]) == 0
+    with (run / "paired_by_pathology.csv").open() as fh:
+        got = {(r["level"], r["variant"]): r for r in csv.DictReader(fh)}
+    assert set(got) == {(lvl, v) for lvl in ("effusion", "cardiomegaly") for v in ("full", "no_gate")}
+    effusion = got[("effusion", "no_gate")]
+    assert effusion["n_pairs"] == "4" and float(effusion["p"]) == pytest.approx(2 / 16)
+    assert float(effusion["mean_diff"]) == pytest.approx(-0.1 - 0.01 * (0 + 2 + 4 + 6) / 4)
+    md = (run / "paired_by_pathology.md").read_text()
+    assert md.startswith("# Paired statistics by pathology\n\n## pathology = effusion\n\n### Per variant")
+    assert "paired_by_pathology.csv" in capsys.readouterr().out
+    assert main(["report", str(run), "--pictures", "0", "--by", "zone"]) == 2
+    assert "--by zone: the results have no manifest column 'zone' (they have image, pathology, seed)" in (
+        capsys.readouterr().err
+    )

@@ -113,7 +113,7 @@ def test_dataset_to_study_to_report_on_a_synthetic_chexpert_folder(comfy_server,
     )
     # the report command gives the same tables again from the folder
     assert main(["report", str(out), "--pictures", "2", "--images-dir", str(folder), "--boot", "1000", "--metrics",
-                 "ssim_outside,ssim_inside,mae_outside,localisation"]) == 0  # fmt: skip
+                 "ssim_outside,ssim_inside,mae_outside,localisation", "--by", "pathology"]) == 0  # fmt: skip
     with (out / "paired.csv").open() as fh:
         again = {(r["metric"], r["variant"]): r for r in csv.DictReader(fh)}
     assert len(again) == 4 * 3 and again[("ssim_outside", "no_prior")]["p"] == no_prior["p"], "folder names"
