@@ -159,13 +159,20 @@ def _study(args: argparse.Namespace, template: Job) -> int:
     with _servers(args) as servers:
         template = replace(template, servers=servers)
         reports = run_study(study, template, _object_info(servers) if any(ui) else None)
+    for name, r in reports.items():
+        sys.stdout.write(f"{name}: {r.summary()}\n")
+    code = 0 if all(r.failed == 0 for r in reports.values()) else 1
+    if (
+        template.shard[1] > 1
+    ):  # the other shards may still be writing: one report, from the whole folder, at the end
+        sys.stdout.write(f"shard {args.shard} done; when every shard has finished: python -m cxr_runner report "
+                         f"{template.out_dir}\n")  # fmt: skip
+        return code
     sources = {name: r.out_dir for name, r in reports.items()}
     files = write_report(template.out_dir, sources, args.reference, study.metrics, study.title, args.pictures,
                          [study.manifest.resolve().parent, *args.images_dir], args.boot, args.by)  # fmt: skip
-    for name, r in reports.items():
-        sys.stdout.write(f"{name}: {r.summary()}\n")
     _print_report(files)
-    return 0 if all(r.failed == 0 for r in reports.values()) else 1
+    return code
 
 
 def _report(args: argparse.Namespace) -> int:
