@@ -87,19 +87,18 @@ def picture_grid(variants: dict[str, Path], out: Path, count: int = 8, image_dir
         for k, text in enumerate(_describe(cells)):
             d.text((4, y + 20 + 14 * k), text[:26], fill="gray")
         original = _original(cells, image_dirs or [])
-        prior_path = next((images_by_role(records[n]).get("prior") for n in names if images_by_role(records[n]).get("prior")), None)  # fmt: skip
-        prior_folder = next((variants[n] for n in names if images_by_role(records[n]).get("prior")), None)
+        roles = {name: images_by_role(records[name]) for name in names}
+        prior = next((variants[n] / roles[n]["prior"] for n in names if "prior" in roles[n]), None)
         _paste(grid, d, original, ROW_LABEL_W, y, "original not found")
-        _paste(grid, d, _load(prior_folder / prior_path) if prior_path and prior_folder else None,
-               ROW_LABEL_W + TILE, y, "no prior saved")  # fmt: skip
+        _paste(grid, d, _load(prior) if prior else None, ROW_LABEL_W + TILE, y, "no prior saved")
         for j, name in enumerate(names):
-            roles = images_by_role(records[name])
             x = ROW_LABEL_W + TILE * (j + 2)
-            cf = _load(variants[name] / roles["counterfactual"]) if "counterfactual" in roles else None
+            found = roles[name]
+            cf = _load(variants[name] / found["counterfactual"]) if "counterfactual" in found else None
             _paste(grid, d, cf, x, y, "no counterfactual")
             diff = (
-                _load(variants[name] / roles["difference"])
-                if "difference" in roles
+                _load(variants[name] / found["difference"])
+                if "difference" in found
                 else _abs_diff(cf, original)
             )
             d.text((x + 4, y + TILE + 2), "difference", fill="gray")
