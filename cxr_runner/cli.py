@@ -2,8 +2,11 @@
 
 run        queue one workflow (API format; a plain editor workflow is converted), with --set overrides
 manifest   run a workflow over a CSV manifest: resumable, retried, sharded (--shard i/n), over several servers
-study      run workflow variants over one manifest, then tabulate mean ± std per metric (markdown + PNG)
+study      run workflow variants over one manifest, then the report below
+report     a study folder's tables (mean ± sd, bootstrap CIs, Wilcoxon vs the reference with Holm), charts,
+           picture grid, report.md and report.html
 aggregate  tabulate existing results CSVs again
+dataset    build a manifest from MIMIC-CXR-JPG, CheXpert or a mapped dataset with CheXmask masks
 
 Exit status: 0 all rows ok, 1 some rows failed or were not run, 2 bad input, 130 interrupted.
 """
@@ -21,10 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from .client import ComfyClient
+from .datasets.command import add_dataset_parser, run_dataset_command
 from .errors import RunnerError
 from .jobs import Job, Report, check_job, check_servers, run_job
 from .manifest import load_mapping, parse_shard, read_manifest
 from .overrides import Target, parse_override, parse_target
+from .report import ReportFiles, write_report
 from .results import ResultStore
 from .server import LocalComfyServer
 from .study import load_study, run_study, slug, write_study_report
@@ -81,13 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     _set_arg(st)
     _shard_arg(st)
     _metric_args(st)
+    _report_args(st)
     _common(st)
+
+    rp = sub.add_parser("report", help="tables, paired statistics, charts and pictures of a study folder")
+    rp.add_argument("run_dir", type=Path, help="the study's --out folder (one subfolder per variant)")
+    _metric_args(rp)
+    _report_args(rp)
+    rp.add_argument("-v", "--verbose", action="store_true")
 
     ag = sub.add_parser("aggregate", help="tabulate results again: [NAME=]RESULTS.csv or [NAME=]FOLDER ...")
     ag.add_argument("results", nargs="+", metavar="[NAME=]PATH")
     _metric_args(ag)
+    ag.add_argument(
+        "--reference", help="variant the others are tested against (default 'full', else the first)"
+    )
     ag.add_argument("--out", type=Path, default=Path("runs/aggregate"), help="folder for study.md/.csv/.png")
     ag.add_argument("-v", "--verbose", action="store_true")
+    add_dataset_parser(sub)
     return ap
 
 
@@ -96,6 +112,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise RunnerError(f"--retries {args.retries}: expected 0 or more")
     if args.cmd == "aggregate":
         return _aggregate(args)
+    if args.cmd == "report":
+        return _report(args)
+    if args.cmd == "dataset":
+        return run_dataset_command(args)
     template = Job(workflow={}, out_dir=args.out or Path("runs") / _default_out(args), servers=[],
                    retries=args.retries, retry_delay_s=args.retry_delay, timeout_s=args.timeout,
                    show_progress=False if args.quiet else None, previews=args.previews)  # fmt: skip
@@ -139,12 +159,33 @@ def _study(args: argparse.Namespace, template: Job) -> int:
     with _servers(args) as servers:
         template = replace(template, servers=servers)
         reports = run_study(study, template, _object_info(servers) if any(ui) else None)
-    sources = {name: r.out_dir for name, r in reports.items()}
-    md, csv_path, png = write_study_report(sources, template.out_dir, study.metrics, study.title)
     for name, r in reports.items():
         sys.stdout.write(f"{name}: {r.summary()}\n")
-    sys.stdout.write("\n" + md.read_text(encoding="utf-8") + f"\nwrote {md}, {csv_path} and {png}\n")
-    return 0 if all(r.failed == 0 for r in reports.values()) else 1
+    code = 0 if all(r.failed == 0 for r in reports.values()) else 1
+    if (
+        template.shard[1] > 1
+    ):  # the other shards may still be writing: one report, from the whole folder, at the end
+        sys.stdout.write(f"shard {args.shard} done; when every shard has finished: python -m cxr_runner report "
+                         f"{template.out_dir}\n")  # fmt: skip
+        return code
+    sources = {name: r.out_dir for name, r in reports.items()}
+    files = write_report(template.out_dir, sources, args.reference, study.metrics, study.title, args.pictures,
+                         [study.manifest.resolve().parent, *args.images_dir], args.boot, args.by)  # fmt: skip
+    _print_report(files)
+    return code
+
+
+def _report(args: argparse.Namespace) -> int:
+    files = write_report(args.run_dir, None, args.reference, _metrics(args), args.title or "", args.pictures,
+                         args.images_dir, args.boot, args.by)  # fmt: skip
+    _print_report(files)
+    return 0
+
+
+def _print_report(files: ReportFiles) -> None:
+    sys.stdout.write("\n" + files.markdown.read_text(encoding="utf-8").split("\n![")[0].rstrip() + "\n\n")
+    written = [*files.tables, *files.figures, files.markdown, files.html]
+    sys.stdout.write("wrote " + ", ".join(str(p) for p in written) + "\n")
 
 
 def _aggregate(args: argparse.Namespace) -> int:
@@ -156,7 +197,9 @@ def _aggregate(args: argparse.Namespace) -> int:
         if label in sources:
             raise RunnerError(f"two results are both named '{label}'; name them: NAME=PATH")
         sources[label] = p
-    md, csv_path, png = write_study_report(sources, args.out, _metrics(args), args.title or "")
+    md, csv_path, png = write_study_report(
+        sources, args.out, _metrics(args), args.title or "", args.reference
+    )
     sys.stdout.write(md.read_text(encoding="utf-8") + f"\nwrote {md}, {csv_path} and {png}\n")
     return 0
 
@@ -242,6 +285,20 @@ def _files(items: list[str]) -> list[tuple[Target, Path]]:
 
 def _metrics(args: argparse.Namespace) -> list[str] | None:
     return [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference", help="variant the others are tested against (default 'full', else the first)"
+    )
+    p.add_argument(
+        "--pictures", type=int, default=8, metavar="N", help="rows in the picture grid (8; 0: none)"
+    )
+    p.add_argument("--images-dir", type=Path, action="append", default=[], metavar="DIR",
+                   help="where the manifest's image paths are found for the grid (default: beside the manifest)")  # fmt: skip
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (2000)")
+    p.add_argument("--by", action="append", default=[], metavar="COLUMN",
+                   help="also the paired statistics per value of this manifest column (e.g. pathology); repeatable")  # fmt: skip
 
 
 def _set_arg(p: argparse.ArgumentParser) -> None:

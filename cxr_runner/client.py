@@ -15,11 +15,16 @@ log = logging.getLogger("cxr_counterfactual.client")
 
 
 class PromptError(RuntimeError):
-    """The server refused or failed a prompt; ``details`` holds its JSON answer."""
+    """The server refused or failed a prompt; ``details`` holds its JSON answer.
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    ``prompt_id`` is set when the server queued the prompt anyway (some outputs
+    valid, others listed in ``node_errors``), so that the caller can cancel it.
+    """
+
+    def __init__(self, message: str, details: Any = None, prompt_id: str = "") -> None:
         super().__init__(message)
         self.details = details
+        self.prompt_id = prompt_id
 
 
 class ComfyClient:
@@ -50,7 +55,15 @@ class ComfyClient:
             raise PromptError(
                 f"/prompt refused the workflow (HTTP {e.code}): {_summarise(details)}", details
             ) from e
-        return json.loads(raw)["prompt_id"]
+        answer = json.loads(raw)
+        if answer.get("node_errors"):
+            # HTTP 200 with node_errors: ComfyUI queued only the outputs that validated; the row is not whole
+            raise PromptError(
+                f"/prompt accepted only part of the workflow (HTTP 200 with node_errors): {_summarise(answer)}",
+                answer,
+                str(answer.get("prompt_id") or ""),
+            )
+        return answer["prompt_id"]
 
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id)

@@ -26,6 +26,7 @@ from typing import Any
 from .client import ComfyClient, PromptError
 from .errors import RunnerError
 from .manifest import FILE_COLUMNS, Mapping, row_key, row_overrides, shard_rows
+from .outputs import IncompleteOutputs, OutputClasses, check_outputs, output_nodes
 from .overrides import Override, Target, apply_overrides, check_target, parse_value
 from .progress import ProgressBar, PromptEvents, follow_prompt
 from .results import ResultStore
@@ -33,7 +34,7 @@ from .uploads import Uploader, file_digest, local_file
 from .workflow_format import WorkflowFormatError
 
 log = logging.getLogger("cxr_counterfactual.runner")
-ATTEMPT_ERRORS = (PromptError, TimeoutError, OSError, ValueError, KeyError)
+ATTEMPT_ERRORS = (PromptError, IncompleteOutputs, TimeoutError, OSError, ValueError, KeyError)
 
 
 @dataclass
@@ -137,13 +138,14 @@ def run_job(job: Job, rows: list[dict[str, str]]) -> Report:
     def worker(url: str) -> None:
         client = ComfyClient(url, timeout_s=60.0)
         uploader = Uploader(url)
+        classes = OutputClasses(client.get_json)
         while True:
             try:
                 item = todo.get_nowait()
             except queue.Empty:
                 return
             try:
-                rec = _run_row(job, client, uploader, item, run_id, bar)
+                rec = _run_row(job, client, uploader, classes, item, run_id, bar)
             except ServerDown as e:
                 with lock:
                     state["live"] -= 1
@@ -204,9 +206,8 @@ def _prepare(job: Job, rows: list[dict[str, str]]) -> list[_Row]:
     return items
 
 
-def _run_row(
-    job: Job, client: ComfyClient, uploader: Uploader, item: _Row, run_id: str, bar: ProgressBar
-) -> dict:
+def _run_row(job: Job, client: ComfyClient, uploader: Uploader, classes: OutputClasses, item: _Row, run_id: str,
+             bar: ProgressBar) -> dict:  # fmt: skip
     error, prompt_id = "", ""
     for attempt in range(1, job.retries + 2):
         try:
@@ -222,13 +223,20 @@ def _run_row(
             prompt_id, _ = follow_prompt(client.base_url, client.client_id, lambda api=api: client.queue_prompt(api),
                                          job.timeout_s, events)  # fmt: skip
             entry = _wait(client, prompt_id, deadline, job.timeout_s)
+            check_outputs(api, entry, output_nodes(api, classes.is_output), prompt_id)
             rec = _record(
                 job, item, run_id, client.base_url, status="ok", attempts=attempt, prompt_id=prompt_id
             )
-            rec["outputs"] = _download(client, entry, job.out_dir, item.key, job.previews)
+            rec["outputs"], rec["output_titles"] = _download(
+                client, api, entry, job.out_dir, item.key, job.previews
+            )
             rec["metrics"] = collect_metrics(entry)
             return rec
         except ATTEMPT_ERRORS as e:
+            if isinstance(e, PromptError) and e.prompt_id:
+                # queued in part (the rest in node_errors): take it off the queue
+                prompt_id = e.prompt_id
+                _cancel(client.base_url, prompt_id)
             if _connection_problem(e) and not _alive(client.base_url):
                 raise ServerDown(str(e)) from e
             error = str(e) or type(e).__name__
@@ -267,11 +275,16 @@ def _cancel(base_url: str, prompt_id: str) -> None:
             log.debug("could not cancel %s via %s: %s", prompt_id, path, e)
 
 
-def _download(client: ComfyClient, entry: dict, out_dir: Path, key: str, previews: bool) -> list[str]:
-    """Fetch the prompt's images into ``out_dir/key/<subfolder>/``; paths relative to ``out_dir``."""
-    saved = []
+def _download(client: ComfyClient, api: dict, entry: dict, out_dir: Path, key: str,
+              previews: bool) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """Fetch the prompt's images into ``out_dir/key/<subfolder>/``.
+
+    Returns their paths relative to ``out_dir`` and {path: title of the node that saved it, "" if untitled}
+    (the picture report finds the counterfactual, prior and difference map by these titles).
+    """
+    saved, titles = [], {}
     kinds = ("output", "temp") if previews else ("output",)
-    for node in entry.get("outputs", {}).values():
+    for nid, node in entry.get("outputs", {}).items():
         for img in node.get("images") or []:
             if not isinstance(img, dict) or img.get("type") not in kinds:
                 continue
@@ -281,7 +294,8 @@ def _download(client: ComfyClient, entry: dict, out_dir: Path, key: str, preview
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (out_dir / rel).write_bytes(client.view(img["filename"], img.get("subfolder", ""), img["type"]))
             saved.append(rel.as_posix())
-    return saved
+            titles[rel.as_posix()] = str((api.get(nid, {}).get("_meta") or {}).get("title") or "")
+    return saved, titles
 
 
 def collect_metrics(entry: dict) -> list[dict[str, Any]]:

@@ -2,27 +2,33 @@
 
 ``results.jsonl`` is the state that makes runs resumable: one JSON record per
 finished row attempt series, appended under an exclusive file lock, so several
-processes (shards, array tasks) may share one folder. ``results.csv`` is
-rewritten from it (atomically) at the end of each run: the latest record of
+processes (shards, array tasks) may share one folder; a line torn by a
+killed process is skipped on reading and closed off before the next record.
+``results.csv`` is rewritten from it (under the same lock, atomically) at the
+end of each run: the latest record of
 every row, one line per metrics record (image) of that row, nested metrics
 flattened to ``metric.<name>`` / ``metric.<group>.<name>`` columns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 try:  # POSIX file locks; on Windows shards must not share a folder
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger("cxr_counterfactual.runner")
 BASE_COLUMNS = ("run_id", "row_index", "row_key", "status", "attempts", "prompt_id", "server", "error",
                 "finished_utc", "outputs", "metrics_node", "image_index")  # fmt: skip
 
@@ -58,34 +64,55 @@ class ResultStore:
         return {k for k, r in self.latest().items() if r.get("status") == "ok"}
 
     def append(self, record: dict[str, Any]) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Append one record under the folder's lock; a line left unfinished by a killed writer is ended first."""
         line = json.dumps(record, default=str) + "\n"  # key order kept: manifest columns stay in order
-        with self._lock, self.jsonl.open("a", encoding="utf-8") as fh:
+        with self._locked() as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    log.warning(
+                        "%s ended in a torn line (a killed writer); it is closed off and ignored", self.jsonl
+                    )
+                    line = "\n" + line
+            fh.seek(0, os.SEEK_END)
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_csv(self) -> Path:
+        """Rewrite results.csv from the records, read and written under the folder's lock.
+
+        Holding the lock from reading results.jsonl to the rename means that a
+        shard finishing later never replaces a newer table with one built from
+        an older snapshot; the rename means readers never see half a file.
+        """
+        with self._locked():
+            recs = sorted(self.latest().values(), key=lambda r: (r.get("row_index", 0), r.get("row_key", "")))
+            lines = [line for r in recs for line in csv_lines(r)]
+            columns = list(BASE_COLUMNS)
+            for line in lines:
+                columns.extend(c for c in line if c not in columns)
+            fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".csv", dir=self.out_dir)
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(lines)
+            os.replace(tmp, self.csv)
+        return self.csv
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[BinaryIO]:
+        """results.jsonl opened for appending, held under this process's and the file's exclusive lock."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock, self.jsonl.open("a+b") as fh:
             if fcntl is not None:
                 fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+                yield fh
             finally:
                 if fcntl is not None:
                     fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def write_csv(self) -> Path:
-        """Rewrite results.csv from the records (atomic rename: concurrent shards never leave half a file)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        recs = sorted(self.latest().values(), key=lambda r: (r.get("row_index", 0), r.get("row_key", "")))
-        lines = [line for r in recs for line in csv_lines(r)]
-        columns = list(BASE_COLUMNS)
-        for line in lines:
-            columns.extend(c for c in line if c not in columns)
-        fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".csv", dir=self.out_dir)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(lines)
-        os.replace(tmp, self.csv)
-        return self.csv
 
 
 def csv_lines(rec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ from .errors import RunnerError
 from .jobs import Job, Report, run_job
 from .manifest import Mapping, load_mapping, mapping_from_json, read_manifest
 from .overrides import Override, node_ids, parse_override
+from .paired_report import write_paired_report
+from .strata import write_stratified
 from .workflow_format import WorkflowFormatError
 from .workflow_io import read_workflow, to_api
 
@@ -120,18 +122,32 @@ def run_study(study: Study, template: Job, object_info: dict | None = None) -> d
     return reports
 
 
-def write_study_report(sources: dict[str, Path], out: Path, metrics: list[str] | None = None,
-                       title: str = "") -> tuple[Path, Path, Path]:  # fmt: skip
-    """study.md, study.csv and study.png in ``out`` from each variant's results."""
+def write_study_report(sources: dict[str, Path], out: Path, metrics: list[str] | None = None, title: str = "",
+                       reference: str | None = None, n_boot: int = 2000,
+                       by: list[str] | None = None) -> tuple[Path, Path, Path]:  # fmt: skip
+    """study.md, study.csv and study.png in ``out`` from each variant's results.
+
+    With two or more variants, the paired statistics against ``reference``
+    (default: a variant named 'full', else the first) are appended to study.md
+    and written to paired.md, paired.csv and paired.png; with ``by``, also per
+    level of each of those manifest columns (paired_by_<column>.md/.csv).
+    """
     per_variant = collect(sources)
     table = aggregate(per_variant, metrics)
     order = metrics or metric_order(table)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "study.md"
     header = f"# {title}\n\n" if title else ""
-    md.write_text(header + "Mean ± sample standard deviation over the images of the rows that succeeded; n "
-                  "counts images.\n\n" + markdown(table, order, images_per_variant(per_variant)),
-                  encoding="utf-8")  # fmt: skip
+    text = header + ("Mean ± sample standard deviation over the images of the rows that succeeded; n counts "
+                     "images.\n\n" + markdown(table, order, images_per_variant(per_variant)))  # fmt: skip
+    if len(per_variant) > 1:
+        ref = reference or ("full" if "full" in per_variant else next(iter(per_variant)))
+        if ref not in per_variant:
+            raise RunnerError(f"--reference '{ref}': expected one of the variants {', '.join(per_variant)}")
+        text += "\n" + write_paired_report(per_variant, out, order, ref, n_boot)[3]
+        for column in by or []:
+            write_stratified(per_variant, out, order, ref, column, n_boot)
+    md.write_text(text, encoding="utf-8")
     return md, write_table_csv(table, out / "study.csv"), bar_chart(table, out / "study.png", title, order)
 
 
