@@ -15,6 +15,7 @@ from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, toke
 from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input
 from .pathology_reweight import validate_prior
 from .sockets import CATEGORY
+from .validation import require_finite
 
 WRAPPER_KEY = "cxr_counterfactual.latent_correction"
 
@@ -120,6 +121,7 @@ class EnergyLatentCorrector(io.ComfyNode):
         cls, model, clip, text: str, pathology_words: str, prior: torch.Tensor, eta: float, iterations: int,
         end_percent: float, kappa: float, energy_threshold: float, sites: str, truncate: bool, enabled: bool,
     ) -> io.NodeOutput:  # fmt: skip
+        require_finite(cls, locals())
         if not enabled:
             return io.NodeOutput(model)
         corrector = build_corrector(
