@@ -13,7 +13,12 @@ from comfy_api.latest import io
 
 from ..cxr_core.geometry import RESIZE_MODES, ImageGeometry
 from ..cxr_core.input_paths import list_input_files, path_fingerprint, resolve_input_path
-from ..cxr_core.radiograph_io import INTENSITY_MODES, RADIOGRAPH_EXTENSIONS, load_radiograph
+from ..cxr_core.radiograph_io import (
+    INTENSITY_MODES,
+    RADIOGRAPH_EXTENSIONS,
+    has_dicom_preamble,
+    load_radiograph,
+)
 from .sockets import CATEGORY, GeometryIO
 
 log = logging.getLogger("cxr_counterfactual.nodes.radiograph_loader")
@@ -22,7 +27,9 @@ log = logging.getLogger("cxr_counterfactual.nodes.radiograph_loader")
 class CXRImageLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        files = list_input_files(folder_paths.get_input_directory(), RADIOGRAPH_EXTENSIONS)
+        files = list_input_files(
+            folder_paths.get_input_directory(), RADIOGRAPH_EXTENSIONS, sniff=has_dicom_preamble
+        )
         return io.Schema(
             node_id="CXRImageLoader",
             display_name="CXR Image Loader (DICOM/PNG/JPEG)",
