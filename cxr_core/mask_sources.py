@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .image_limits import check_raster, is_jpeg
+from .image_limits import PixelLimitError, check_raster, is_jpeg
 from .input_paths import resolve_input_path
 from .label_schemes import LegendError, canonical_class_name
 from .npz_limits import check_npz_sizes
@@ -264,6 +264,8 @@ def read_npz(path: Path, *, what: str = "npz") -> RawMasks:
         with np.load(path, allow_pickle=False) as z:
             check_npz_sizes(z, f"{what} '{path.name}'")
             arrays = {k: z[k] for k in z.files}
+    except PixelLimitError:
+        raise
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise MaskSourceError(
             f"{what}: '{path.name}' holds object arrays, which would need pickle (refused for safety); save "
