@@ -139,6 +139,16 @@ def _suggest(raw: str, base: Path) -> str:
     return f"; did you mean {close}?" if close else ""
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """A folder as an error text may show it to an API client: under the home folder as '~/...', else
+    only its last two parts, so the server's layout (user names, mount points) is not revealed."""
+    p = Path(path)
+    try:
+        return "~/" + p.resolve().relative_to(Path.home().resolve()).as_posix()
+    except (ValueError, RuntimeError, OSError):
+        return ".../" + "/".join(p.parts[-2:])
+
+
 def path_fingerprint(path: str | os.PathLike) -> str:
     """A cheap change marker for a file or a folder's files: names, sizes and modification times."""
     p = Path(path)
