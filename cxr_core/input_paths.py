@@ -9,6 +9,7 @@ refused. The base folder is passed in (the nodes take it from
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -132,7 +133,8 @@ def _folder_entries(
 
 def _suggest(raw: str, base: Path) -> str:
     try:
-        names = [p.relative_to(base).as_posix() for p in base.rglob("*") if not p.name.startswith(".")][:2000]
+        found = (p.relative_to(base).as_posix() for p in base.rglob("*") if not p.name.startswith("."))
+        names = list(itertools.islice(found, 2000))  # a bounded look, however large the input folder
     except OSError:
         return ""
     close = difflib.get_close_matches(raw, names, n=3, cutoff=0.5)
