@@ -5,9 +5,10 @@ compares it with the schema's min/max. ``float("nan")`` passes both
 comparisons (every comparison with NaN is false), and ``inf`` passes a schema
 without a max, so a ``NaN`` literal in an API prompt reaches the node. A
 node-level ``validate_inputs(**kwargs)`` would switch ComfyUI's min/max and
-combo checks off for every input (execution.py skips them when the validator
-takes ``**kwargs``), so the check runs as the first line of each ``execute``
-instead; it also catches non-finite values that arrive through a link.
+combo checks off for every input (the host skips them for inputs its validator
+takes, and a ``**kwargs`` validator takes all), so the check runs as the first
+line of each ``execute`` instead; it also catches non-finite values that arrive
+through a link.
 """
 
 from __future__ import annotations
