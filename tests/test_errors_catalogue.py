@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import error_cases_nodes  # noqa: F401 (registers the other nodes' cases)
 import pytest
 from error_cases import CASES, Ctx
 
