@@ -52,12 +52,21 @@ def _run_all(client: ComfyClient, prompts: list[dict]) -> list[dict]:
     return [client.wait(pid, timeout_s=TIME_LIMIT_S) for pid in ids]
 
 
-def _server_rss(server: LocalComfyServer) -> int:
-    """Resident memory of the server process (the child of this test process listening on its port)."""
+def _server_process(server: LocalComfyServer) -> psutil.Process:
+    """The server process: the child of this test process listening on the server's port."""
     for proc in psutil.Process().children(recursive=True):
         if str(server.port) in proc.cmdline():
-            return int(proc.memory_info().rss)
+            return proc
     raise AssertionError(f"no server process on port {server.port}")
+
+
+def _server_rss(server: LocalComfyServer) -> int:
+    return int(_server_process(server).memory_info().rss)
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def _cached_nodes(entry: dict) -> set[str]:
@@ -100,6 +109,7 @@ def test_mixed_load_interrupts_and_invalid_prompts(
     comfy_server, comfyui_dir: Path, random_checkpoint: Path
 ) -> None:
     t0 = time.monotonic()
+    cpu0 = _cpu_s(_server_process(comfy_server))
     ckpt = random_checkpoint.name
     write_inputs(comfy_server.input_dir)
     plain = {s: workflow("plain", ckpt, s, f"plain{s}", CSV_NAME, steps=1) for s in PLAIN_SEEDS}
@@ -116,6 +126,7 @@ def test_mixed_load_interrupts_and_invalid_prompts(
             for s, e in zip(PLAIN_SEEDS, _run_all(ref_client, list(plain.values())), strict=True)
         }
         ref_regulated = _pixels(ref_client, ref_client.run(regulated, timeout_s=TIME_LIMIT_S))
+        cpu_ref = _cpu_s(_server_process(fresh))
 
     t_ref = time.monotonic() - t0
     # the first prompts, then the memory baseline
@@ -174,7 +185,8 @@ def test_mixed_load_interrupts_and_invalid_prompts(
     print(f"\n[load] {len(entries)} prompts ok, 0 failed, 2 interrupts survived, {refused} invalid prompts refused; "
           f"server RSS {rss_first / 2**20:.0f} MiB after the first prompts, {rss_end / 2**20:.0f} MiB at the end "
           f"({drift:+.2%}); seconds: references {t_ref:.0f}, load {t_load - t_ref:.0f}, interrupts "
-          f"{t_irq - t_load:.0f}, total {time.monotonic() - t0:.0f}")  # fmt: skip
+          f"{t_irq - t_load:.0f}, total {time.monotonic() - t0:.0f}; server CPU seconds: reference {cpu_ref:.0f}, "
+          f"session {_cpu_s(_server_process(comfy_server)) - cpu0:.0f}")  # fmt: skip
     assert abs(drift) <= 0.05
     _check_csv(Path(comfy_server.output_dir) / CSV_NAME, sum("17" not in _cached_nodes(e) for e in entries))
     assert time.monotonic() - t0 < TIME_LIMIT_S
