@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .image_limits import check_pixel_count
 from .label_schemes import canonical_class_name
 from .mask_sources import MaskSourceError, RawMasks
 
@@ -137,6 +138,11 @@ def read_chexmask(
         h = w = PREPROCESSED_SIZE
         log.warning("%s: no Height/Width; assuming CheXmask 'Preprocessed' 1024x1024 masks", what)
     h, w = int(h), int(w)
+    if h <= 0 or w <= 0:
+        raise ChexmaskError(
+            f"{what}: row '{image_id}' gives Height x Width {h} x {w}; expected positive sizes"
+        )
+    check_pixel_count(h, w, f"{what} row '{image_id}' (Height x Width)")
     names, masks, absent = [], [], []
     for col in MASK_COLUMNS:
         m = decode_rle(row.get(col) or "", h, w, what=f"{what} '{image_id}' {col}")

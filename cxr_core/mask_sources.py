@@ -21,13 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .image_limits import PixelLimitError, check_raster, is_jpeg
+from .input_paths import resolve_input_path
 from .label_schemes import LegendError, canonical_class_name
+from .npz_limits import check_npz_sizes
 from .organ_names import CANONICAL_ORGANS
 
 log = logging.getLogger("cxr_counterfactual.mask_sources")
 
 MASK_IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
 _LOSSY_LOW, _LOSSY_HIGH = 0.1, 0.9
 _GREY_SNAP_TOL = 12  # grey levels a JPEG label value may drift
 _COLOUR_SNAP_TOL = 48.0  # Euclidean RGB distance a JPEG label colour may drift
@@ -90,8 +92,12 @@ def to_unit_mask(arr: np.ndarray, what: str, lossy: bool = False) -> np.ndarray:
 
 
 def read_image_array(path: Path, what: str) -> np.ndarray:
-    """An image file as an array: (H, W) grey or (H, W, 3) RGB, 8 or 16 bit, unchanged values."""
-    data = np.fromfile(path, dtype=np.uint8)
+    """An image file as an array: (H, W) grey or (H, W, 3) RGB, 8 or 16 bit, unchanged values.
+
+    The pixel count is read from the header and checked before decoding.
+    """
+    size = check_raster(path, what)
+    data = np.fromfile(path, dtype=np.uint8) if size is not None else np.zeros(0, np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise MaskSourceError(
@@ -208,9 +214,18 @@ def organ_from_filename(stem: str) -> str:
     return canonical_class_name(" ".join(words))
 
 
-def read_mask_folder(folder: Path, *, what: str = "mask folder") -> RawMasks:
-    """One binary or soft image per organ, the organ named by the file name."""
+def read_mask_folder(
+    folder: Path, *, what: str = "mask folder", input_dir: str | Path | None = None
+) -> RawMasks:
+    """One binary or soft image per organ, the organ named by the file name.
+
+    Every file is resolved (symlinks followed) and must lie inside ``input_dir``
+    (ComfyUI's input folder; without it, inside ``folder`` itself).
+    """
+    base = Path(input_dir if input_dir is not None else folder).resolve()
+    folder = folder.resolve()
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in MASK_IMAGE_EXTENSIONS)
+    files = [resolve_input_path(p.relative_to(base).as_posix(), base, what=f"{what} file") for p in files]
     if not files:
         raise MaskSourceError(
             f"{what}: '{folder.name}' holds no mask images ({', '.join(MASK_IMAGE_EXTENSIONS)}); expected one "
@@ -235,7 +250,7 @@ def read_mask_folder(folder: Path, *, what: str = "mask folder") -> RawMasks:
             )
         size = img.shape
         names.append(name)
-        masks.append(to_unit_mask(img, f"{what} '{p.name}'", lossy=p.suffix.lower() in LOSSY_EXTENSIONS))
+        masks.append(to_unit_mask(img, f"{what} '{p.name}'", lossy=is_jpeg(p)))
     unknown = [n for n in names if n not in CANONICAL_ORGANS]
     if unknown:
         log.info("%s: organ names outside the canonical set kept as custom organs: %s", what, unknown)
@@ -247,7 +262,10 @@ def read_npz(path: Path, *, what: str = "npz") -> RawMasks:
     """Arrays by organ name (each (H, W) or (B, H, W)), or ``masks`` (K, H, W)/(B, K, H, W) + ``names``."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            check_npz_sizes(z, f"{what} '{path.name}'")
             arrays = {k: z[k] for k in z.files}
+    except PixelLimitError:
+        raise
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise MaskSourceError(
             f"{what}: '{path.name}' holds object arrays, which would need pickle (refused for safety); save "

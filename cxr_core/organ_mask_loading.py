@@ -18,10 +18,10 @@ import torch
 
 from .chexmask import read_chexmask
 from .geometry import GeometryError, ImageGeometry
-from .input_paths import resolve_input_path
+from .image_limits import is_jpeg
+from .input_paths import path_fingerprint, resolve_input_path
 from .label_schemes import BUILTIN_SCHEMES, builtin_legend, read_legend
 from .mask_sources import (
-    LOSSY_EXTENSIONS,
     MaskSourceError,
     RawMasks,
     decode_label_map,
@@ -80,16 +80,30 @@ def read_source(
     kind = "dir" if req.source == "mask_folder" else "file"
     path = resolve_input_path(req.path, input_dir, what=f"{what} path", kind=kind)
     if req.source == "mask_folder":
-        return read_mask_folder(path, what=what)
+        return read_mask_folder(path, what=what, input_dir=input_dir)
     if req.source == "npz":
         return read_npz(path, what=what)
     if req.source == "chexmask_csv":
         return read_chexmask(path, req.image_id, req.min_quality, what=what)
     legend, scheme = _legend_for(req, path, input_dir, what)
     labels = read_image_array(path, what)
-    return decode_label_map(
-        labels, legend, lossy=path.suffix.lower() in LOSSY_EXTENSIONS, scheme=scheme, what=what
+    return decode_label_map(labels, legend, lossy=is_jpeg(path), scheme=scheme, what=what)
+
+
+def source_fingerprint(source: str, path: str, legend: str, legend_json: str, input_dir: str | Path) -> str:
+    """A change marker for every file a request reads: the file or the folder's files, and the legend.
+
+    The auto legend sidecar (``<label map>.json``) counts, so editing it re-runs the loader.
+    """
+    label = resolve_input_path(
+        path, input_dir, what="path", kind="dir" if source == "mask_folder" else "file"
     )
+    parts = [source, path_fingerprint(label)]
+    if source == "label_map" and legend_json.strip():
+        parts.append(path_fingerprint(resolve_input_path(legend_json, input_dir, what="legend_json")))
+    elif source == "label_map" and legend == "auto" and label.with_suffix(".json").is_file():
+        parts.append(path_fingerprint(label.with_suffix(".json")))
+    return "||".join(parts)
 
 
 def _legend_for(req: MaskRequest, label_path: Path, input_dir: str | Path, what: str) -> tuple[dict, str]:

@@ -23,6 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .dicom_checks import describe_missing_pixels, layout_problem
+from .image_limits import PixelLimitError, check_raster
+
 log = logging.getLogger("cxr_counterfactual.radiograph_io")
 
 INTENSITY_MODES: tuple[str, ...] = ("auto", "minmax", "percentile")
@@ -48,10 +51,13 @@ class Radiograph:
 def is_dicom(path: str | os.PathLike) -> bool:
     """True if the file has the DICOM Part 10 preamble ('DICM' at byte 128) or a DICOM extension."""
     p = Path(path)
-    if p.suffix.lower() in (".dcm", ".dicom", ".dic"):
-        return True
+    return p.suffix.lower() in (".dcm", ".dicom", ".dic") or has_dicom_preamble(p)
+
+
+def has_dicom_preamble(path: Path) -> bool:
+    """True if 'DICM' stands at byte 128 (DICOM Part 10), whatever the file's name."""
     try:
-        with open(p, "rb") as f:
+        with open(path, "rb") as f:
             f.seek(128)
             return f.read(4) == b"DICM"
     except OSError:
@@ -64,7 +70,7 @@ def load_radiograph(path: str | os.PathLike, intensity: str = "auto") -> Radiogr
         raise RadiographError(f"intensity must be one of {list(INTENSITY_MODES)}, received '{intensity}'")
     p = Path(path)
     if not p.is_file():
-        raise RadiographError(f"radiograph file not found: {p}")
+        raise RadiographError(f"radiograph file not found: '{p.name}'")
     if is_dicom(p):
         return _load_dicom(p, intensity)
     return _load_raster(p, intensity)
@@ -86,12 +92,25 @@ def _load_dicom(path: Path, intensity: str) -> Radiograph:
     except Exception as exc:  # truncated headers raise EOFError, OSError, struct errors...
         raise RadiographError(f"image '{name}': the DICOM file is corrupt or truncated ({exc!r})") from exc
     if "PixelData" not in ds:
+        raise RadiographError(describe_missing_pixels(ds, path))
+    try:
+        problem = layout_problem(ds, name)
+    except PixelLimitError:
+        raise
+    except (ValueError, TypeError) as exc:  # a header value that does not parse (e.g. Rows '1A')
         raise RadiographError(
-            f"image '{name}': the DICOM file has no pixel data (a report or structured set?)"
-        )
+            f"image '{name}': the DICOM header is damaged ({exc}); re-export the file"
+        ) from exc
+    if problem:
+        raise RadiographError(problem)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # truncated pixel data, missing decoder plugin...
+        if "less than expected" in str(exc):
+            raise RadiographError(
+                f"image '{name}': the DICOM pixel data is cut short ({exc}); the file is truncated. Copy it "
+                "again from the PACS or the dataset"
+            ) from exc
         raise RadiographError(
             f"image '{name}': cannot decode the DICOM pixel data ({exc}). A truncated file gives this; a "
             "compressed one (JPEG 2000, JPEG-LS) needs a decoder plugin such as pylibjpeg or gdcm"
@@ -108,9 +127,6 @@ def _load_dicom(path: Path, intensity: str) -> Radiograph:
     _check_view(meta, name)
     if meta["bits_stored"] and not 8 <= meta["bits_stored"] <= 16:
         log.warning("%s: BitsStored %d is outside 8..16; decoded anyway", name, meta["bits_stored"])
-    if stored.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1:
-        log.warning("%s: %d frames; using the first", name, stored.shape[0])
-        stored = stored[0]
     if stored.ndim == 3:  # RGB DICOM (secondary capture): luminance, no LUTs apply
         grey = cv2.cvtColor(stored.astype(np.float32), cv2.COLOR_RGB2GRAY)
         return Radiograph(_stretch(grey, "minmax" if intensity == "auto" else intensity), meta)
@@ -178,7 +194,8 @@ def _check_view(meta: dict, name: str) -> None:
 # ---- PNG / JPEG -------------------------------------------------------------------------------
 def _load_raster(path: Path, intensity: str) -> Radiograph:
     name = path.name
-    data = np.fromfile(path, dtype=np.uint8)
+    size = check_raster(path, "image")
+    data = np.fromfile(path, dtype=np.uint8) if size is not None else np.zeros(0, np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise RadiographError(

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import ImageGeometry
+from .input_paths import shown_path
 from .label_schemes import CHESTX_DET_CLASSES, CXAS_CLASSES, canonical_class_name
 from .mask_sources import MaskSourceError, RawMasks
 
@@ -75,14 +76,14 @@ def locate_weights(model: str, weights_name: str, search_dirs: list[Path]) -> Pa
     if Path(name).name != name or name in (".", ".."):
         raise SegmentationModelError(
             f"weights: give a plain file name (received '{name}'); the file is looked up in "
-            f"{[str(d) for d in search_dirs]}"
+            f"{[shown_path(d) for d in search_dirs]}"
         )
     for d in search_dirs:
         p = Path(d) / name
         if p.is_file():
             return p
     raise SegmentationModelError(
-        f"weights: '{name}' for {model} is not on this machine (looked in {[str(d) for d in search_dirs]}). "
+        f"weights: '{name}' for {model} is not on this machine (looked in {[shown_path(d) for d in search_dirs]}). "
         f"Nothing is downloaded by this pack: copy torchxrayvision's '{spec.default_weights}' (from its GitHub "
         "releases, or ~/.torchxrayvision/models_data after torchxrayvision downloaded it) into one of those "
         "folders"

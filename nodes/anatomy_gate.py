@@ -21,6 +21,7 @@ from ..cxr_core.attention.tokens import (
 from ..cxr_core.organ_masks import OrganMasks
 from .attention_common import enabled_input, sites_input, window_inputs
 from .sockets import CATEGORY, OrganMasksIO
+from .validation import require_finite
 
 
 class AnatomyAttentionGate(io.ComfyNode):
@@ -106,6 +107,7 @@ class AnatomyAttentionGate(io.ComfyNode):
         start_percent: float, end_percent: float, background: str, enabled: bool, clip=None, text: str = "",
         anatomy_words: str = "", anatomy_strength: float = 4.0, window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
+        require_finite(cls, locals())
         if not enabled:
             return io.NodeOutput(model)
         if not isinstance(organ_masks, OrganMasks):

@@ -16,6 +16,7 @@ from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, token
 from ..cxr_core.heatmaps import render_heatmap
 from .attention_common import enabled_input, prompt_inputs, sites_input
 from .sockets import CATEGORY
+from .validation import require_finite
 
 AttentionMapsIO = io.Custom("CXR_ATTENTION_MAPS")
 
@@ -101,6 +102,7 @@ class AttentionMapRender(io.ComfyNode):
     def execute(
         cls, attention_maps: AttentionMapStore, image: torch.Tensor, steps: str, alpha: float
     ) -> io.NodeOutput:
+        require_finite(cls, locals())
         maps = attention_maps.maps()
         if not maps:
             raise ValueError(

@@ -16,6 +16,7 @@ from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, toke
 from .attention_common import enabled_input, prior_input, prompt_inputs, schedule_input, sites_input
 from .pathology_reweight import validate_prior
 from .sockets import CATEGORY
+from .validation import require_finite
 
 WRAPPER_KEY = "cxr_counterfactual.latent_correction"
 
@@ -124,6 +125,7 @@ class EnergyLatentCorrector(io.ComfyNode):
         end_percent: float, kappa: float, energy_threshold: float, sites: str, truncate: bool, enabled: bool,
         window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
+        require_finite(cls, locals())
         if not enabled:
             return io.NodeOutput(model)
         corrector = build_corrector(

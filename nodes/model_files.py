@@ -12,6 +12,8 @@ import os
 
 import folder_paths
 
+from ..cxr_core.input_paths import shown_path
+
 INCEPTION = "inception"
 CLASSIFIERS = "cxr_classifiers"
 WEIGHT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
@@ -34,7 +36,7 @@ def weight_path(kind: str, name: str, input_name: str) -> str:
     if path is None:
         folders = folder_paths.get_folder_paths(kind)
         raise ValueError(
-            f"{input_name}: expected a weight file in {folders} (models/{kind}, or '{kind}:' in "
+            f"{input_name}: expected a weight file in {[shown_path(f) for f in folders]} (models/{kind}, or '{kind}:' in "
             f"extra_model_paths.yaml), received {name!r}, which is not there"
         )
     return path

@@ -14,7 +14,6 @@ import torch
 from comfy_api.latest import io
 
 from ..cxr_core.geometry import ImageGeometry
-from ..cxr_core.input_paths import path_fingerprint, resolve_input_path
 from ..cxr_core.label_schemes import BUILTIN_SCHEMES
 from ..cxr_core.mask_overlay import overlay_organs
 from ..cxr_core.organ_mask_loading import (
@@ -25,10 +24,12 @@ from ..cxr_core.organ_mask_loading import (
     finish_masks,
     parse_organ_selection,
     read_source,
+    source_fingerprint,
 )
 from ..cxr_core.organ_masks import OrganMasks
 from ..cxr_core.segmentation_models import SEG_MODELS
 from .sockets import CATEGORY, GeometryIO, OrganMasksIO
+from .validation import require_finite
 
 log = logging.getLogger("cxr_counterfactual.nodes.organ_mask_loader")
 
@@ -148,15 +149,11 @@ class OrganMaskLoader(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(
-        cls, source: str = "label_map", path: str = "", legend_json: str = "", **kwargs
+        cls, source: str = "label_map", path: str = "", legend: str = "auto", legend_json: str = "", **kwargs
     ) -> str:
         if source == "torchxrayvision":
             return f"{source}:{path}:{kwargs.get('seg_model')}"
-        base = folder_paths.get_input_directory()
-        parts = [path_fingerprint(resolve_input_path(path, base, what="path"))]
-        if legend_json.strip():
-            parts.append(path_fingerprint(resolve_input_path(legend_json, base, what="legend_json")))
-        return "||".join(parts)
+        return source_fingerprint(source, path, legend, legend_json, folder_paths.get_input_directory())
 
     @classmethod
     def execute(
@@ -165,6 +162,7 @@ class OrganMaskLoader(io.ComfyNode):
         mask_mode: str = "binary", threshold: float = 0.5, geometry: ImageGeometry | None = None,
         image: torch.Tensor | None = None,
     ) -> io.NodeOutput:  # fmt: skip
+        require_finite(cls, locals())
         req = MaskRequest(source, path, legend, legend_json, image_id, min_quality, seg_model, organs, mask_mode,
                           threshold)  # fmt: skip
         image_size = tuple(image.shape[1:3]) if image is not None else None

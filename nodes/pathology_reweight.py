@@ -15,6 +15,7 @@ from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
 from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input, window_inputs
 from .sockets import CATEGORY
+from .validation import require_finite
 
 
 def validate_prior(prior: torch.Tensor, node: str) -> torch.Tensor:
@@ -81,6 +82,7 @@ class PathologyCrossAttnReweight(io.ComfyNode):
         lambda_out: float, start_percent: float, end_percent: float, sites: str, enabled: bool,
         window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
+        require_finite(cls, locals())
         if not enabled:
             return io.NodeOutput(model)
         node = "PathologyCrossAttnReweight"

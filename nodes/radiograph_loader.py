@@ -11,9 +11,16 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..cxr_core.geometry import RESIZE_MODES, ImageGeometry
+from ..cxr_core.geometry import RESIZE_MODES, GeometryError, ImageGeometry
+from ..cxr_core.image_limits import PixelLimitError
 from ..cxr_core.input_paths import list_input_files, path_fingerprint, resolve_input_path
-from ..cxr_core.radiograph_io import INTENSITY_MODES, RADIOGRAPH_EXTENSIONS, load_radiograph
+from ..cxr_core.radiograph_io import (
+    INTENSITY_MODES,
+    RADIOGRAPH_EXTENSIONS,
+    RadiographError,
+    has_dicom_preamble,
+    load_radiograph,
+)
 from .sockets import CATEGORY, GeometryIO
 
 log = logging.getLogger("cxr_counterfactual.nodes.radiograph_loader")
@@ -22,7 +29,9 @@ log = logging.getLogger("cxr_counterfactual.nodes.radiograph_loader")
 class CXRImageLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        files = list_input_files(folder_paths.get_input_directory(), RADIOGRAPH_EXTENSIONS)
+        files = list_input_files(
+            folder_paths.get_input_directory(), RADIOGRAPH_EXTENSIONS, sniff=has_dicom_preamble
+        )
         return io.Schema(
             node_id="CXRImageLoader",
             display_name="CXR Image Loader (DICOM/PNG/JPEG)",
@@ -96,11 +105,18 @@ class CXRImageLoader(io.ComfyNode):
         invert: bool = False,
     ) -> io.NodeOutput:  # fmt: skip
         path = resolve_input_path(image, folder_paths.get_input_directory(), what="CXRImageLoader image")
-        radiograph = load_radiograph(path, intensity)
+        try:
+            radiograph = load_radiograph(path, intensity)
+            geometry = ImageGeometry.fit(radiograph.size, int(working_size), resize_mode)
+        except (
+            RadiographError,
+            GeometryError,
+            PixelLimitError,
+        ) as exc:  # name the node: messages name the input
+            raise type(exc)(f"CXRImageLoader: {exc}") from exc
         pixels = torch.from_numpy(radiograph.pixels)  # (H0, W0)
         if invert:
             pixels = 1.0 - pixels
-        geometry = ImageGeometry.fit(radiograph.size, int(working_size), resize_mode)
         work = geometry.apply(pixels, what="radiograph").clamp(0.0, 1.0)  # (H, W)
         out = work[None, :, :, None].expand(1, *work.shape, 3).contiguous()  # (1, H, W, 3)
         log.info("%s: %s; %s", image, radiograph.meta, geometry.describe())

@@ -10,8 +10,9 @@ from comfy_api.latest import io
 
 from ..cxr_core.mask_overlay import PRIOR_COLOUR, organ_colour, overlay_masks
 from ..cxr_core.organ_masks import OrganMasks
-from ..cxr_core.priors import PATHOLOGIES, SIDES, ZONES, build_prior
+from ..cxr_core.priors import PATHOLOGIES, SIDES, ZONES, PriorError, build_prior
 from .sockets import CATEGORY, OrganMasksIO
+from .validation import require_finite
 
 
 class PathologySpatialPrior(io.ComfyNode):
@@ -89,7 +90,13 @@ class PathologySpatialPrior(io.ComfyNode):
         feather_px: float = 8.0, zone: str = "lower", custom_mask: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
     ) -> io.NodeOutput:  # fmt: skip
-        prior = build_prior(organ_masks, pathology, side, extent, feather_px, zone, custom_mask)  # (B, H, W)
+        require_finite(cls, locals())
+        try:
+            prior = build_prior(
+                organ_masks, pathology, side, extent, feather_px, zone, custom_mask
+            )  # (B, H, W)
+        except PriorError as exc:  # name the node: the message names the input
+            raise PriorError(f"PathologySpatialPrior: {exc}") from exc
         outlines = [n for n in ("right_lung", "left_lung", "heart") if organ_masks.has(n)]
         layers = [organ_masks.get(n).float().cpu() * 0.35 for n in outlines]
         b = max(prior.shape[0], *(m.shape[0] for m in layers)) if layers else prior.shape[0]

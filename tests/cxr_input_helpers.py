@@ -57,3 +57,16 @@ def comfy_input_dir(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         folder_paths.set_input_directory(old)
+
+
+@contextmanager
+def comfy_input_dir_at(folder: Path) -> Iterator[Path]:
+    """ComfyUI's input folder pointed at an existing folder (read only), restored afterwards."""
+    import folder_paths
+
+    old = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(folder))
+    try:
+        yield folder
+    finally:
+        folder_paths.set_input_directory(old)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..mask_aspect import check_mask_aspect
+
 
 def mask_to_site(mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """Area-average masks onto an (h, w) token grid.
@@ -24,6 +26,7 @@ def mask_to_site(mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
             f"mask_to_site: mask must be (H, W), (B, H, W) or (B, K, H, W), received {tuple(mask.shape)}"
         )
     h, w = int(hw[0]), int(hw[1])
+    check_mask_aspect(tuple(mask.shape[-2:]), (h, w))
     squeeze_k = mask.ndim < 4
     m = mask.reshape(1, 1, *mask.shape) if mask.ndim == 2 else mask.unsqueeze(1) if mask.ndim == 3 else mask
     m = m.float()

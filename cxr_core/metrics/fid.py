@@ -122,11 +122,15 @@ def load_stats(path: Path) -> FeatureStats:
     from safetensors import safe_open
 
     if not path.is_file():
-        raise ValueError(f"FID: no statistics at {path}; accumulate this set first (CXRFIDAccumulate)")
+        raise ValueError(
+            f"FID: no statistics at '{path.parent.name}/{path.name}'; accumulate this set first (CXRFIDAccumulate)"
+        )
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         meta = fh.metadata() or {}
         if meta.get("format") != FORMAT:
-            raise ValueError(f"FID: {path} is not a {FORMAT} statistics file (format {meta.get('format')!r})")
+            raise ValueError(
+                f"FID: '{path.parent.name}/{path.name}' is not a {FORMAT} statistics file (format {meta.get('format')!r})"
+            )
         mean, m2 = fh.get_tensor("mean"), fh.get_tensor("m2")
     return FeatureStats(int(meta["n"]), mean, m2, ExtractorInfo(**json.loads(meta["extractor"])))
 

@@ -136,7 +136,7 @@ def load_inception(path: str | os.PathLike) -> InceptionFeatures:
     """Build torchvision's inception_v3 and load the file's weights (strict)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"weights: expected an Inception-v3 weight file, {path} does not exist")
+        raise ValueError(f"weights: expected an Inception-v3 weight file, '{path.name}' does not exist")
     sd = read_state_dict(path)
     if "fc.weight" not in sd or "Mixed_7c.branch_pool.conv.weight" not in sd:
         raise ValueError(

@@ -48,7 +48,10 @@ def safe_output_path(output_dir: str | os.PathLike, name: str, input_name: str, 
     root = Path(output_dir).resolve()
     path = root.joinpath(*parts).resolve()
     if root != path and root not in path.parents:
-        raise ValueError(f"{input_name}: {raw!r} resolves to {path}, outside the output folder {root}")
+        raise ValueError(
+            f"{input_name}: {raw!r} resolves outside ComfyUI's output folder (a symlinked folder?); give a "
+            "name inside the output folder"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

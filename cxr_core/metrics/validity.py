@@ -102,7 +102,7 @@ def load_xrv_classifier(path: str | os.PathLike | None) -> ValidityClassifier:
         return unavailable("no classifier weight file given")
     path = Path(path)
     if not path.is_file():
-        return unavailable(f"classifier weight file {path} not found")
+        return unavailable(f"classifier weight file '{path.name}' not found")
     try:
         sd = dict(read_state_dict(path))
     except ValueError as e:
