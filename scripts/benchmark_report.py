@@ -29,7 +29,8 @@ def markdown(rows: list[dict], env: dict) -> str:
         f"Device: {env['device']}; torch {env['torch']}"
         + (f" (CUDA {env['cuda']})" if env.get("cuda") else "")
         + f"; attention backend `{env['attention_backend']}`; UNet model_channels {env['channels']} "
-        f"({env['dtype']}); {env['steps']} steps, euler, cfg 5; median of {env['repeat']}.\n\n"
+        f"({env['dtype']}); {env['steps']} steps, euler, cfg 5, denoise {env.get('denoise', 1.0)}; median of "
+        f"{env['repeat']}.\n\n"
     )
     lines = [
         "| size | batch | config | seconds | time ratio | peak MiB | memory ratio |",
@@ -69,6 +70,8 @@ def chart(rows: list[dict], env: dict, path: Path) -> None:
         d.text((x0 + left, top - 20), title, fill="black", font=f)
         d.rectangle([x0 + left, top, x0 + left + plot_w, top + plot_h], outline=(160, 160, 160))
         for t in (lo, 1.0, hi):
+            if t == 1.0 and min(1.0 - lo, hi - 1.0) < 0.08 * (hi - lo):
+                continue  # too close to an end label to print legibly
             y = xy(0, t)[1]
             d.line([x0 + left, y, x0 + left + plot_w, y], fill=(225, 225, 225))
             d.text((x0 + 6, y - 7), f"{t:.2f}", fill="black", font=small)
