@@ -154,6 +154,32 @@ def gate_masks_other_aspect(ctx: Ctx) -> object:
 
 
 @case
+def gate_window_without_steps(ctx: Ctx) -> object:
+    from helpers import random_cond, sample
+
+    model = _gate(ctx, start_percent=0.5, end_percent=0.5).result[0]  # 10 steps: progress i/9 is never 0.5
+    return sample(model, random_cond(1), random_cond(2), steps=10, latent_hw=(16, 16))
+
+
+def _sdedit(model) -> object:  # noqa: ANN001
+    """KSampler's path at the example workflow's denoise 0.6, 20 steps, from a latent."""
+    from helpers import random_cond, sample
+
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    return sample(model, random_cond(1), random_cond(2), steps=20, denoise=0.6, latent_image=latent)
+
+
+@case
+def reweight_model_window_misses_sdedit(ctx: Ctx) -> object:
+    return _sdedit(_reweight(ctx, window_schedule="model").result[0])
+
+
+@case
+def corrector_model_window_misses_sdedit(ctx: Ctx) -> object:
+    return _sdedit(_corrector(ctx, window_schedule="model").result[0])
+
+
+@case
 def reweight_lambda_in_nan(ctx: Ctx) -> object:
     return _reweight(ctx, lambda_in=math.nan)
 

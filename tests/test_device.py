@@ -174,3 +174,19 @@ def test_offloaded_weights_give_the_same_result(half_model, sd1_tokenizer) -> No
         mm.unload_all_models()
     assert torch.isfinite(offloaded).all()
     assert torch.allclose(offloaded, loaded, rtol=2e-2, atol=2e-2), float((offloaded - loaded).abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_biases_are_built_in_the_attention_dtype(dtype: torch.dtype, hard: bool) -> None:
+    """No fp32 N x N bias beside the half-precision one: the gate builds its bias in q's dtype."""
+    from cxr_pack.cxr_core.attention.contributions import SelfAttentionGate, SiteCall
+
+    gate = SelfAttentionGate(masks=_organs().masks, gamma=4.0, hard=hard)
+    cpu = torch.device("cpu")
+    half = gate.bias(SiteCall(("input", 1), "attn1", (16, 16), 256, 256, 1, cpu, dtype=dtype))
+    full = gate.bias(SiteCall(("input", 1), "attn1", (16, 16), 256, 256, 1, cpu))
+    assert half.dtype == dtype and full.dtype == torch.float32
+    assert torch.equal(torch.isinf(half), torch.isinf(full))
+    finite = torch.isfinite(full)
+    assert torch.allclose(half[finite].float(), full[finite], atol=4.0 * 2**-7)

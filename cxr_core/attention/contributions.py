@@ -38,12 +38,13 @@ class SiteCall:
     batch: int  # batch items per cond/uncond chunk
     device: torch.device
     cache: dict | None = None  # per-run cache (engine.RunState), None outside a sampling run
+    dtype: torch.dtype = torch.float32  # q's dtype: biases are built in it, never as an fp32 copy on the side
 
 
 def _cached(call: SiteCall, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     if call.cache is None:
         return make()
-    full = (*key, call.hw, call.n_k, str(call.device))
+    full = (*key, call.hw, call.n_k, str(call.device), call.dtype)
     if full not in call.cache:
         call.cache[full] = make()
     return call.cache[full]
@@ -96,7 +97,7 @@ class SelfAttentionGate:
         r = self.memberships(call.hw, call.device)  # (Bm, K, N)
         s = r.sum(dim=1)  # (Bm, N) total membership of each token
         gated = s > self.tau  # (Bm, N)
-        a = self.affinity(r)  # (Bm, N, N)
+        a = self.affinity(r.to(call.dtype))  # (Bm, N, N): built in the attention's dtype, no fp32 N x N copy
         if self.hard:
             pen = torch.zeros_like(a).masked_fill_(a < 0.5, NEG_INF)
         else:
@@ -108,7 +109,7 @@ class SelfAttentionGate:
                 if self.hard
                 else in_organ * -self.gamma
             )
-            bias = torch.where(gated[:, :, None], pen, bg[:, None, :])
+            bias = torch.where(gated[:, :, None], pen, bg.to(call.dtype)[:, None, :])
         else:
             bias = pen.masked_fill_(~gated[:, :, None], 0.0)
         if self.hard:
@@ -148,7 +149,7 @@ class AnatomyTokenGate:
 
     def _bias(self, call: SiteCall) -> torch.Tensor:
         bm = max(m.shape[0] for _, m in self.bindings)
-        bias = torch.zeros(bm, call.n_q, call.n_k, device=call.device)
+        bias = torch.zeros(bm, call.n_q, call.n_k, device=call.device, dtype=call.dtype)
         for positions, mask in self.bindings:
             r = mask_to_site(mask.to(call.device), call.hw)  # (Bm, N)
             col = (r - 1.0).mul_(self.gamma)  # -gamma (1 - r)
@@ -180,6 +181,6 @@ class PathologyReweight:
         p = mask_to_site(self.prior.to(call.device), call.hw)  # (Bm, N)
         col = p * math.log(self.lambda_in) - (1.0 - p) * math.log(self.lambda_out)  # (Bm, N)
         cols = _token_columns(call, self.prompt_len, self.positions, "PathologyCrossAttnReweight")
-        bias = torch.zeros(p.shape[0], call.n_q, call.n_k, device=call.device)
+        bias = torch.zeros(p.shape[0], call.n_q, call.n_k, device=call.device, dtype=call.dtype)
         bias[:, :, cols] = col[:, :, None].expand(-1, -1, len(cols))
         return bias  # (Bm, N, Nk)

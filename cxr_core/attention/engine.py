@@ -129,7 +129,7 @@ class RegulatedAttention:
         call = SiteCall(
             site=self.site, kind=self.kind, hw=latent_site_hw(extra_options), n_q=q.shape[1], n_k=k.shape[1],
             batch=q.shape[0] // max(1, len(extra_options.get("cond_or_uncond") or [0])), device=q.device,
-            cache=run.cache if run is not None else None,
+            cache=run.cache if run is not None else None, dtype=q.dtype,
         )  # fmt: skip
         biasers = [c for c in active if hasattr(c, "bias")]
         bias = self._cached_bias(biasers, call, extra_options, q) if biasers else None
@@ -191,7 +191,7 @@ class RegulatedAttention:
         for flag in chunks:
             b = per_flag[flag]
             if b is None:
-                b = torch.zeros(1, call.n_q, call.n_k, device=q.device)
+                b = torch.zeros(1, call.n_q, call.n_k, device=q.device, dtype=q.dtype)
             pieces.append(match_batch(b, call.batch, "attention masks"))
         return torch.cat(pieces, dim=0).to(q.dtype).unsqueeze(1)  # (B, 1, Nq, Nk)
 
