@@ -35,6 +35,7 @@ def schedule_input() -> io.Combo.Input:
         "window_schedule",
         options=list(SCHEDULES),
         default="run",
+        optional=True,  # API workflows saved before it existed keep working, with the default
         tooltip="run: start/end are fractions of this sampling run's own steps (whatever the denoise, scheduler, "
         "start/end steps or custom sigmas). model: fractions of the model's full noise schedule (ComfyUI's "
         "convention for ControlNet etc.); with denoise < 1 an early window may then hold no step, which is an error.",
