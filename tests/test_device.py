@@ -190,3 +190,15 @@ def test_biases_are_built_in_the_attention_dtype(dtype: torch.dtype, hard: bool)
     assert torch.equal(torch.isinf(half), torch.isinf(full))
     finite = torch.isfinite(full)
     assert torch.allclose(half[finite].float(), full[finite], atol=4.0 * 2**-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_cross_attention_biases_are_built_in_the_attention_dtype(dtype: torch.dtype, sd1_tokenizer) -> None:
+    from cxr_pack.cxr_core.attention.contributions import AnatomyTokenGate, PathologyReweight, SiteCall
+
+    reweight = PathologyReweight(prior=_prior(), positions=(5, 6), prompt_len=77)
+    anatomy = AnatomyTokenGate(bindings=(((4,), _organs().masks[:, 0]),), prompt_len=77)
+    for c in (reweight, anatomy):
+        half = c.bias(SiteCall(("input", 1), "attn2", (8, 8), 64, 77, 1, torch.device("cpu"), dtype=dtype))
+        full = c.bias(SiteCall(("input", 1), "attn2", (8, 8), 64, 77, 1, torch.device("cpu")))
+        assert half.dtype == dtype and torch.allclose(half.float(), full, atol=2e-2)

@@ -154,7 +154,7 @@ class AnatomyTokenGate:
             r = mask_to_site(mask.to(call.device), call.hw)  # (Bm, N)
             col = (r - 1.0).mul_(self.gamma)  # -gamma (1 - r)
             cols = _token_columns(call, self.prompt_len, positions, "AnatomyAttentionGate")
-            bias[:, :, cols] = col.expand(bm, -1)[:, :, None].expand(-1, -1, len(cols))
+            bias[:, :, cols] = col.to(call.dtype).expand(bm, -1)[:, :, None].expand(-1, -1, len(cols))
         return bias  # (Bm, N, Nk)
 
 
@@ -182,5 +182,5 @@ class PathologyReweight:
         col = p * math.log(self.lambda_in) - (1.0 - p) * math.log(self.lambda_out)  # (Bm, N)
         cols = _token_columns(call, self.prompt_len, self.positions, "PathologyCrossAttnReweight")
         bias = torch.zeros(p.shape[0], call.n_q, call.n_k, device=call.device, dtype=call.dtype)
-        bias[:, :, cols] = col[:, :, None].expand(-1, -1, len(cols))
+        bias[:, :, cols] = col.to(call.dtype)[:, :, None].expand(-1, -1, len(cols))
         return bias  # (Bm, N, Nk)
