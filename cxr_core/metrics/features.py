@@ -1,6 +1,6 @@
 """Image features: CLIP-I and the extractors FID statistics are built from.
 
-CLIP-I (EVALUATION.md) is the cosine similarity of the CLIP image embeddings
+CLIP-I (README.md, "Metrics") is the cosine similarity of the CLIP image embeddings
 (``image_embeds``, the projected pooled output) of original and counterfactual,
 from a CLIP_VISION model (``comfy.clip_vision.ClipVisionModel`` or anything with
 ``encode_image(image) -> {"image_embeds": (B, D)}``). ComfyUI's own

@@ -1,7 +1,7 @@
 """FID: streaming Gaussian feature statistics persisted to disk, and the Frechet distance.
 
 One workflow run sees one image, so statistics accumulate across prompts
-(EVALUATION.md, "FID"). A set ("real", "generated", ... under a study name) is
+(README.md, "FID over many prompts"). A set ("real", "generated", ... under a study name) is
 a file ``<output>/cxr_fid/<study>/<set>.safetensors`` holding the sample count
 n, the mean (D,) and the sum of centred outer products M2 (D, D), in float64.
 Batches merge with Chan et al.'s parallel update

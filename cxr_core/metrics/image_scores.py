@@ -1,4 +1,4 @@
-"""Per-image anatomy-preservation and localisation figures (EVALUATION.md, "Metric definitions").
+"""Per-image anatomy-preservation and localisation figures (README.md, "Metrics").
 
 For one grey pair x0 (original), x1 (counterfactual) and a soft target region m:
 - SSIM map averaged globally, outside (weight 1 - m), inside (weight m) and per

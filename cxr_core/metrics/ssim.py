@@ -1,4 +1,4 @@
-"""SSIM in torch, equal to scikit-image's reference settings (EVALUATION.md, "SSIM").
+"""SSIM in torch, equal to scikit-image's reference settings (README.md, "Metrics").
 
 ``structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1)``: an 11-tap Gaussian window

@@ -1,6 +1,6 @@
 """Counterfactual validity (optional): a pathology classifier's probability before and after.
 
-EVALUATION.md, "Counterfactual validity": torchxrayvision's DenseNet
+README.md, "Counterfactual validity": torchxrayvision's DenseNet
 (``densenet121-res224-all``) with its operating-point calibration, where 0.5 is
 each label's operating point. Used only where torchxrayvision is installed and
 the weight file is on disk; nothing is downloaded. torchxrayvision's own cached
