@@ -74,19 +74,22 @@ class RunSchedule:
         self.sigmas: tuple[float, ...] = tuple(float(x) for x in s)
         self.n_steps = max(0, len(self.sigmas) - 1)
         self._steps: dict[Window, tuple[int, ...]] = {}
+        self._step_of: dict[float, int] = {}  # sigma -> step: asked at every attention call of a step
 
     def progress(self, i: int) -> float:
         return i / (self.n_steps - 1) if self.n_steps > 1 else 0.0
 
     def step_of(self, sigma: float) -> int:
         """The step a model evaluation at ``sigma`` belongs to (0 for sigmas at or above s_0)."""
-        i = 0
-        for j in range(self.n_steps):
-            if self.sigmas[j] >= sigma * (1.0 - _REL):
-                i = j
-            else:
-                break
-        return i
+        if sigma not in self._step_of:
+            i = 0
+            for j in range(self.n_steps):
+                if self.sigmas[j] >= sigma * (1.0 - _REL):
+                    i = j
+                else:
+                    break
+            self._step_of[sigma] = i
+        return self._step_of[sigma]
 
     def window_steps(self, window: Window) -> tuple[int, ...]:
         """Indices of the run's steps inside ``window`` (cached per window)."""
