@@ -227,6 +227,12 @@ def _finish(report: Report) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def local_server(args: argparse.Namespace, comfy: Path) -> LocalComfyServer:
+    """The server --start-server starts: on the CPU, or with --gpu on the device ComfyUI picks."""
+    return LocalComfyServer(comfyui_dir=comfy, python=args.comfyui_python or sys.executable,
+                            extra_args=list(args.server_arg), cpu=not args.gpu)  # fmt: skip
+
+
 @contextlib.contextmanager
 def _servers(args: argparse.Namespace) -> Iterator[list[str]]:
     if not args.start_server:
@@ -240,8 +246,7 @@ def _servers(args: argparse.Namespace) -> Iterator[list[str]]:
     if not comfy or not (Path(comfy) / "main.py").is_file():
         raise RunnerError(f"--start-server needs a ComfyUI checkout (with main.py) in --comfyui-dir or $COMFYUI_DIR; "
                           f"got {comfy or 'neither'}")  # fmt: skip
-    server = LocalComfyServer(comfyui_dir=Path(comfy), python=args.comfyui_python or sys.executable,
-                              extra_args=list(args.server_arg))  # fmt: skip
+    server = local_server(args, Path(comfy))
     log.info("starting ComfyUI from %s", comfy)
     try:
         server.start()
@@ -331,6 +336,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-server", action="store_true", help="start a local ComfyUI for this run")
     p.add_argument("--comfyui-dir", help="ComfyUI checkout for --start-server (default $COMFYUI_DIR)")
     p.add_argument("--comfyui-python", help="Python that runs ComfyUI for --start-server (default this one)")
+    p.add_argument("--gpu", action="store_true", help="--start-server without --cpu: ComfyUI uses the GPU")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra main.py argument for --start-server, e.g. --server-arg=--lowvram")  # fmt: skip
     p.add_argument("--out", type=Path, help="results folder (default runs/<workflow or study name>)")

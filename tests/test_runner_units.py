@@ -297,3 +297,13 @@ def test_runner_never_imports_comfyui_or_torch() -> None:
             "print(bad); sys.exit(1 if bad else 0)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_start_server_runs_on_the_cpu_unless_gpu_is_given(tmp_path: Path) -> None:
+    from cxr_pack.cxr_runner.cli import build_parser, local_server
+
+    base = ["run", "wf.json", "--start-server", "--server-arg=--lowvram"]
+    cpu = local_server(build_parser().parse_args(base), tmp_path)
+    gpu = local_server(build_parser().parse_args([*base, "--gpu"]), tmp_path)
+    assert cpu.cpu is True and gpu.cpu is False
+    assert gpu.extra_args == ["--lowvram"] and gpu.comfyui_dir == tmp_path
