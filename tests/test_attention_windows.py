@@ -7,13 +7,13 @@ by hand: step i of an n-step call has progress i / (n - 1).
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 import torch
 from cxr_pack.cxr_core.attention.schedule import EmptyWindowError, RunSchedule, Window
 from cxr_pack.cxr_core.organ_masks import OrganMasks
+from cxr_pack.cxr_runner.activity import activity_records
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
@@ -52,11 +52,7 @@ def _regulated(model, tok, schedule: str = "run", gate=(0.2, 0.7), reweight=(0.0
 
 
 def _activity(caplog) -> list[dict]:
-    return [
-        json.loads(r.getMessage().split(" ", 1)[1])
-        for r in caplog.records
-        if r.getMessage().startswith("cxr-activity ")
-    ]
+    return activity_records(caplog.text)
 
 
 def _steps(record: dict) -> dict[str, list[int]]:

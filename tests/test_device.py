@@ -9,7 +9,6 @@ stated, not hidden: offloading exists only for a GPU load device.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 
 import pytest
@@ -20,6 +19,7 @@ from cxr_pack.cxr_core.attention.measures import attention_probs, per_query_cros
 from cxr_pack.cxr_core.attention.sites import parse_site_spec
 from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.cxr_core.random_models import build_sd15_base_model
+from cxr_pack.cxr_runner.activity import activity_records
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.attention_capture import AttentionMapCapture
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector, attach_corrector, build_corrector
@@ -89,8 +89,7 @@ def test_full_method_on_device_acts_on_its_steps(half_model, sd1_tokenizer, capl
     model, store = _regulated(half_model, sd1_tokenizer)
     out = _run(model)
     assert torch.isfinite(out).all() and not torch.equal(out, plain)
-    (record,) = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records
-                 if r.getMessage().startswith("cxr-activity ")]  # fmt: skip
+    (record,) = activity_records(caplog.text)
     steps = {label: m["steps"] for label, m in record["modules"].items()}
     assert steps == {"AnatomyAttentionGate": list(range(6)), "PathologyCrossAttnReweight": [0, 1, 2],
                      "EnergyLatentCorrector": [0, 1], "AttentionMapCapture": list(range(6))}  # fmt: skip

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .contributions import SiteCall
-from .schedule import RunSchedule, Window, format_steps, require_steps
+from .schedule import RunSchedule, format_steps, require_steps, window_active
 from .site_masks import latent_site_hw, match_batch
 from .sites import SiteKey
 
@@ -66,15 +66,6 @@ def current_sigma(extra_options: dict) -> float:
     if sig is None:
         return float("inf")
     return float(sig.max()) if isinstance(sig, torch.Tensor) else float(sig)
-
-
-def in_window(window: Window, sigma: float, schedule: RunSchedule | None) -> bool:
-    """Whether a model evaluation at sigma is in window; outside a sampling run only a model window can say no."""
-    if schedule is not None:
-        return schedule.active(window, sigma)
-    if window.schedule == "model":
-        return window.sigma_end <= sigma <= window.sigma_start
-    return True
 
 
 def _attention() -> Any:
@@ -118,7 +109,7 @@ class RegulatedAttention:
         sigma = current_sigma(extra_options)
         run = extra_options.get(RUN_STATE_KEY)
         schedule = run.schedule if run is not None else None
-        active = [c for c in self.contributions if in_window(c.window, sigma, schedule)]
+        active = [c for c in self.contributions if window_active(c.window, sigma, schedule)]
         if not active:
             return self._plain(q, k, v, extra_options)
         if schedule is not None:

@@ -120,6 +120,13 @@ class RunSchedule:
         return f"{self.n_steps} step(s), sigma {self.sigmas[0]:.4g} -> {self.sigmas[-1]:.4g}"
 
 
+def window_active(window: Window, sigma: float, schedule: RunSchedule | None) -> bool:
+    """Whether a model evaluation at sigma is in window; outside a sampling run only a model window can say no."""
+    if schedule is not None:
+        return schedule.active(window, sigma)
+    return window.schedule != "model" or window.sigma_end <= sigma <= window.sigma_start
+
+
 class EmptyWindowError(ValueError):
     """An enabled module whose window holds no step of the run."""
 
