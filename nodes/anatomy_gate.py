@@ -11,7 +11,6 @@ from comfy_api.latest import io
 from ..cxr_core.attention.contributions import AnatomyTokenGate, SelfAttentionGate
 from ..cxr_core.attention.engine import install
 from ..cxr_core.attention.schedule import Window, model_window
-from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import (
     find_word_tokens,
     parse_word_bindings,
@@ -20,6 +19,7 @@ from ..cxr_core.attention.tokens import (
 )
 from ..cxr_core.organ_masks import OrganMasks
 from .attention_common import enabled_input, sites_input, window_inputs
+from .attention_sites import model_sites
 from .sockets import CATEGORY, OrganMasksIO
 from .validation import require_finite
 
@@ -114,8 +114,7 @@ class AnatomyAttentionGate(io.ComfyNode):
             raise ValueError(
                 f"AnatomyAttentionGate: organ_masks must be ORGAN_MASKS, received {type(organ_masks)}"
             )
-        check_sd15_structure(model.get_model_object("diffusion_model"))
-        site_keys = parse_site_spec(sites)
+        site_keys = model_sites(model, sites)
         names = organ_masks.names if organs.strip().lower() in ("", "all") else parse_word_list(organs)
         selected = organ_masks.select(names)
         window = model_window(model, start_percent, end_percent, window_schedule)

@@ -11,10 +11,10 @@ from comfy_api.latest import io
 
 from ..cxr_core.attention.capture import AttentionMapStore, CrossAttentionCapture
 from ..cxr_core.attention.engine import install
-from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
 from ..cxr_core.heatmaps import render_heatmap
 from .attention_common import enabled_input, prompt_inputs, sites_input
+from .attention_sites import model_sites
 from .sockets import CATEGORY
 from .validation import require_finite
 
@@ -63,8 +63,7 @@ class AttentionMapCapture(io.ComfyNode):
         store = AttentionMapStore(tuple(positions))
         if not enabled:
             return io.NodeOutput(model, store)
-        check_sd15_structure(model.get_model_object("diffusion_model"))
-        site_keys = parse_site_spec(sites)
+        site_keys = model_sites(model, sites)
         capture = CrossAttentionCapture(
             words={w: tuple(p) for w, p in positions.items()}, prompt_len=tokenize_prompt(clip, text).length,
             store=store, steps=parse_steps(steps), sites=frozenset(site_keys),

@@ -11,9 +11,9 @@ from comfy_api.latest import io
 from ..cxr_core.attention.correction import LatentCorrector, make_sampler_wrapper
 from ..cxr_core.attention.engine import ensure_run_state
 from ..cxr_core.attention.schedule import model_window
-from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
 from .attention_common import enabled_input, prior_input, prompt_inputs, schedule_input, sites_input
+from .attention_sites import model_sites
 from .pathology_reweight import validate_prior
 from .sockets import CATEGORY
 from .validation import require_finite
@@ -35,12 +35,12 @@ def build_corrector(
         )
     if not 1 <= int(iterations) <= 5:
         raise ValueError(f"{node}: iterations must be 1..5, received {iterations}")
-    check_sd15_structure(model.get_model_object("diffusion_model"))
+    site_keys = model_sites(model, sites)
     columns = pathology_columns(clip, text, words)
     return LatentCorrector(
         prior=p, columns=tuple(columns), prompt_len=tokenize_prompt(clip, text).length,
         window=model_window(model, 0.0, end_percent, window_schedule),
-        sites=parse_site_spec(sites), eta=float(eta), n_iter=int(iterations), kappa=float(kappa),
+        sites=site_keys, eta=float(eta), n_iter=int(iterations), kappa=float(kappa),
         threshold=float(energy_threshold), truncate=bool(truncate),
     )  # fmt: skip
 

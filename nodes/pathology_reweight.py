@@ -11,9 +11,9 @@ from comfy_api.latest import io
 from ..cxr_core.attention.contributions import PathologyReweight
 from ..cxr_core.attention.engine import install
 from ..cxr_core.attention.schedule import model_window
-from ..cxr_core.attention.sites import check_sd15_structure, parse_site_spec
 from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
 from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input, window_inputs
+from .attention_sites import model_sites
 from .sockets import CATEGORY
 from .validation import require_finite
 
@@ -96,9 +96,8 @@ class PathologyCrossAttnReweight(io.ComfyNode):
             raise ValueError(
                 f"{node}: pathology_words is empty; give the finding's words, e.g. 'pleural, effusion'"
             )
-        check_sd15_structure(model.get_model_object("diffusion_model"))
+        site_keys = model_sites(model, sites)
         positions = pathology_columns(clip, text, words)
-        site_keys = parse_site_spec(sites)
         window = model_window(model, start_percent, end_percent, window_schedule)
         m = model.clone()
         contribution = PathologyReweight(
