@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 from . import (
     anatomy_gate,
     attention_capture,
+    cxr_prompt,
     energy_corrector,
     fid,
     lung_split,
@@ -24,6 +25,7 @@ _NODE_MODULES = (
     spatial_prior,
     organ_mask_compose,
     lung_split,
+    cxr_prompt,
     anatomy_gate,
     pathology_reweight,
     energy_corrector,

@@ -9,16 +9,19 @@ import torch
 from comfy_api.latest import io
 
 from ..cxr_core.attention.contributions import AnatomyTokenGate, SelfAttentionGate
-from ..cxr_core.attention.engine import install
+from ..cxr_core.attention.prompt import RegulatedPrompt
 from ..cxr_core.attention.schedule import Window, model_window
-from ..cxr_core.attention.tokens import (
-    find_word_tokens,
-    parse_word_bindings,
-    parse_word_list,
-    tokenize_prompt,
-)
+from ..cxr_core.attention.tokens import parse_word_list
 from ..cxr_core.organ_masks import OrganMasks
-from .attention_common import enabled_input, sites_input, window_inputs
+from .attention_common import (
+    enabled_input,
+    model_input,
+    model_output,
+    prompt_input,
+    sites_input,
+    window_inputs,
+)
+from .attention_patching import patch_model, require_prompt
 from .attention_sites import model_sites
 from .sockets import CATEGORY, OrganMasksIO
 from .validation import require_finite
@@ -35,7 +38,7 @@ class AnatomyAttentionGate(io.ComfyNode):
             "organ, and (optionally) confines anatomy words' cross-attention to their organ. Keeps the edit from "
             "drifting into the rest of the anatomy.",
             inputs=[
-                io.Model.Input("model"),
+                model_input(),
                 OrganMasksIO.Input("organ_masks", tooltip="Organ masks aligned with the image being edited."),
                 io.String.Input(
                     "organs",
@@ -72,22 +75,7 @@ class AnatomyAttentionGate(io.ComfyNode):
                     tooltip="free: background tokens attend anywhere. isolated: they attend only to background.",
                 ),
                 enabled_input(),
-                io.Clip.Input(
-                    "clip", optional=True, tooltip="For the anatomy-word gate: the CLIP of the prompt."
-                ),
-                io.String.Input(
-                    "text",
-                    multiline=True,
-                    default="",
-                    optional=True,
-                    tooltip="For the anatomy-word gate: the positive prompt, exactly as encoded.",
-                ),
-                io.String.Input(
-                    "anatomy_words",
-                    default="",
-                    optional=True,
-                    tooltip="word=organ pairs, e.g. 'heart=heart, lungs=left_lung+right_lung'. Empty: no word gate.",
-                ),
+                prompt_input(optional=True, use="its anatomy_words (word=organ pairs)"),
                 io.Float.Input(
                     "anatomy_strength",
                     default=4.0,
@@ -95,17 +83,18 @@ class AnatomyAttentionGate(io.ComfyNode):
                     max=30.0,
                     step=0.1,
                     optional=True,
-                    tooltip="gamma_a: logit penalty on an anatomy word's attention outside its organ (cond only).",
+                    tooltip="gamma_a: logit penalty on an anatomy word's attention outside its organ (cond only). "
+                    "Used when a prompt with anatomy_words is connected.",
                 ),
             ],  # fmt: skip
-            outputs=[io.Model.Output()],
+            outputs=[model_output()],
         )
 
     @classmethod
     def execute(
         cls, model, organ_masks: OrganMasks, organs: str, strength: float, hard: bool, tau: float, sites: str,
-        start_percent: float, end_percent: float, background: str, enabled: bool, clip=None, text: str = "",
-        anatomy_words: str = "", anatomy_strength: float = 4.0, window_schedule: str = "run",
+        start_percent: float, end_percent: float, background: str, enabled: bool, prompt=None,
+        anatomy_strength: float = 4.0, window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
         require_finite(cls, locals())
         if not enabled:
@@ -118,40 +107,27 @@ class AnatomyAttentionGate(io.ComfyNode):
         names = organ_masks.names if organs.strip().lower() in ("", "all") else parse_word_list(organs)
         selected = organ_masks.select(names)
         window = model_window(model, start_percent, end_percent, window_schedule)
-        m = model.clone()
         gate = SelfAttentionGate(
             masks=selected.masks, gamma=float(strength), hard=bool(hard), tau=float(tau),
-            isolate_background=background == "isolated", sites=frozenset(site_keys), window=window,
+            isolate_background=background == "isolated", window=window,
         )  # fmt: skip
-        install(m, gate, site_keys)
-        bindings = parse_word_bindings(anatomy_words)
-        if bindings:
-            install(m, _anatomy_token_gate(organ_masks, clip, text, bindings, anatomy_strength, site_keys, gate.window),
-                    site_keys)  # fmt: skip
-        return io.NodeOutput(m)
+        word_gates = ()
+        if prompt is not None:
+            prompt = require_prompt("AnatomyAttentionGate", prompt, need="any")
+            if prompt.anatomy:
+                word_gates = (_anatomy_token_gate(organ_masks, prompt, anatomy_strength, window),)
+        return io.NodeOutput(patch_model(model, site_keys, gate, *word_gates))
 
 
 def _anatomy_token_gate(
-    organ_masks: OrganMasks, clip, text: str, bindings: list[tuple[str, str]], gamma: float,
-    site_keys: tuple, window: Window,
-) -> AnatomyTokenGate:  # fmt: skip
-    if clip is None or not text.strip():
-        raise ValueError(
-            "AnatomyAttentionGate: anatomy_words needs the clip input and the prompt text; connect CLIP and "
-            "paste the positive prompt, or clear anatomy_words"
-        )
-    positions = find_word_tokens(clip, text, [w for w, _ in bindings])
-    prompt_len = tokenize_prompt(clip, text).length
+    organ_masks: OrganMasks, prompt: RegulatedPrompt, gamma: float, window: Window
+) -> AnatomyTokenGate:
     resolved: list[tuple[tuple[int, ...], torch.Tensor]] = []
-    for word, organ_spec in bindings:
+    for _word, organ_spec, positions in prompt.anatomy:
         organ_names = [o for o in organ_spec.replace("+", ",").split(",") if o.strip()]
-        resolved.append((tuple(positions[word]), organ_masks.union(organ_names)))
+        resolved.append((positions, organ_masks.union(organ_names)))
     return AnatomyTokenGate(
-        bindings=tuple(resolved),
-        prompt_len=prompt_len,
-        gamma=float(gamma),
-        sites=frozenset(site_keys),
-        window=window,
+        bindings=tuple(resolved), prompt_len=prompt.n_tokens, prompt=prompt, gamma=float(gamma), window=window
     )
 
 

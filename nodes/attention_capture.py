@@ -10,10 +10,10 @@ import torch
 from comfy_api.latest import io
 
 from ..cxr_core.attention.capture import AttentionMapStore, CrossAttentionCapture
-from ..cxr_core.attention.engine import install
-from ..cxr_core.attention.tokens import find_word_tokens, parse_word_list, tokenize_prompt
+from ..cxr_core.attention.tokens import parse_word_list
 from ..cxr_core.heatmaps import render_heatmap
-from .attention_common import enabled_input, prompt_inputs, sites_input
+from .attention_common import enabled_input, model_input, model_output, prompt_input, sites_input
+from .attention_patching import patch_model, require_prompt
 from .attention_sites import model_sites
 from .sockets import CATEGORY
 from .validation import require_finite
@@ -41,36 +41,50 @@ class AttentionMapCapture(io.ComfyNode):
             description="Records the cond-branch cross-attention maps of chosen words at chosen sites and steps during "
             "the next sampling run. Connect its MODEL to the sampler and its maps to Attention Map Render.",
             inputs=[
-                io.Model.Input("model"),
-                *prompt_inputs("words", "effusion"),
+                model_input(),
+                prompt_input(use="the words to record"),
+                io.String.Input(
+                    "words",
+                    default="",
+                    tooltip="Words to record, comma-separated, each in the prompt's text. Empty: the prompt's "
+                    "pathology words and anatomy words.",
+                ),
                 sites_input("16"),
                 io.String.Input(
                     "steps", default="all", tooltip="'all', or step indices to record such as '0,4,9'."
                 ),
                 enabled_input(),
             ],  # fmt: skip
-            outputs=[io.Model.Output(), AttentionMapsIO.Output(display_name="attention_maps")],
+            outputs=[
+                model_output(),
+                AttentionMapsIO.Output(
+                    display_name="attention_maps",
+                    tooltip="The recorded maps of the latest run, for Attention Map Render.",
+                ),
+            ],
         )
 
     @classmethod
-    def execute(
-        cls, model, clip, text: str, words: str, sites: str, steps: str, enabled: bool
-    ) -> io.NodeOutput:
-        word_list = parse_word_list(words)
+    def execute(cls, model, prompt, words: str, sites: str, steps: str, enabled: bool) -> io.NodeOutput:
+        node = "AttentionMapCapture"
+        prompt = require_prompt(node, prompt, need="any")
+        word_list = parse_word_list(words) or [*prompt.pathology, *(w for w, _, _ in prompt.anatomy)]
         if not word_list:
-            raise ValueError("AttentionMapCapture: words is empty; give the words to record, e.g. 'effusion'")
-        positions = find_word_tokens(clip, text, word_list)
+            raise ValueError(
+                f"{node}: no words to record; give words here or pathology_words in the CXR Prompt, e.g. 'effusion'"
+            )
+        try:
+            positions = prompt.positions(word_list)
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from e
         store = AttentionMapStore(tuple(positions))
         if not enabled:
             return io.NodeOutput(model, store)
         site_keys = model_sites(model, sites)
         capture = CrossAttentionCapture(
-            words={w: tuple(p) for w, p in positions.items()}, prompt_len=tokenize_prompt(clip, text).length,
-            store=store, steps=parse_steps(steps), sites=frozenset(site_keys),
+            words=positions, prompt_len=prompt.n_tokens, prompt=prompt, store=store, steps=parse_steps(steps),
         )  # fmt: skip
-        m = model.clone()
-        install(m, capture, site_keys)
-        return io.NodeOutput(m, store)
+        return io.NodeOutput(patch_model(model, site_keys, capture), store)
 
 
 class AttentionMapRender(io.ComfyNode):

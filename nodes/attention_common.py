@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..cxr_core.attention.schedule import SCHEDULES
+from .sockets import PromptIO
 
 
 def enabled_input() -> io.Boolean.Input:
@@ -51,22 +52,21 @@ def sites_input(default: str) -> io.String.Input:
     )
 
 
-def prompt_inputs(words_id: str = "pathology_words", words_default: str = "pleural, effusion") -> list:
-    """clip, text and the words to find in it: shared by every node that works on prompt tokens."""
-    return [
-        io.Clip.Input("clip", tooltip="The CLIP that encodes the positive prompt (for tokenisation)."),
-        io.String.Input(
-            "text",
-            multiline=True,
-            default="chest x-ray, left pleural effusion",
-            tooltip="The positive prompt, exactly as given to CLIPTextEncode.",
-        ),
-        io.String.Input(
-            words_id,
-            default=words_default,
-            tooltip="Words, comma-separated; each must occur in the prompt (multi-token words and repeats work).",
-        ),
-    ]
+def prompt_input(optional: bool = False, use: str = "the pathology words") -> io.Input:
+    return PromptIO.Input(
+        "prompt",
+        optional=optional,
+        tooltip=f"From CXR Prompt: the sampled prompt and {use}. The sampler must be conditioned on that node's "
+        "conditioning; anything else stops the run before the first step.",
+    )
+
+
+def model_input() -> io.Model.Input:
+    return io.Model.Input("model", tooltip="The diffusion model to patch (an SD1.x, SD2.x or SDXL UNet).")
+
+
+def model_output() -> io.Model.Output:
+    return io.Model.Output(tooltip="A patched copy of the model; the input model is left unchanged.")
 
 
 def prior_input() -> io.Mask.Input:

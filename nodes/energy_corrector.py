@@ -11,8 +11,16 @@ from comfy_api.latest import io
 from ..cxr_core.attention.correction import LatentCorrector, make_sampler_wrapper
 from ..cxr_core.attention.engine import ensure_run_state
 from ..cxr_core.attention.schedule import model_window
-from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
-from .attention_common import enabled_input, prior_input, prompt_inputs, schedule_input, sites_input
+from .attention_common import (
+    enabled_input,
+    model_input,
+    model_output,
+    prior_input,
+    prompt_input,
+    schedule_input,
+    sites_input,
+)
+from .attention_patching import require_prompt
 from .attention_sites import model_sites
 from .pathology_reweight import validate_prior
 from .sockets import CATEGORY
@@ -22,23 +30,18 @@ WRAPPER_KEY = "cxr_counterfactual.latent_correction"
 
 
 def build_corrector(
-    model, clip, text: str, pathology_words: str, prior: torch.Tensor, *, eta: float = 30.0, iterations: int = 1,
-    end_percent: float = 0.25, kappa: float = 0.1, energy_threshold: float = 0.2, sites: str = "16",
-    truncate: bool = True, window_schedule: str = "run",
+    model, prompt, prior: torch.Tensor, *, eta: float = 30.0, iterations: int = 1, end_percent: float = 0.25,
+    kappa: float = 0.1, energy_threshold: float = 0.2, sites: str = "16", truncate: bool = True,
+    window_schedule: str = "run",
 ) -> LatentCorrector:  # fmt: skip
     node = "EnergyLatentCorrector"
     p = validate_prior(prior, node)
-    words = parse_word_list(pathology_words)
-    if not words:
-        raise ValueError(
-            f"{node}: pathology_words is empty; give the finding's words, e.g. 'pleural, effusion'"
-        )
+    prompt = require_prompt(node, prompt)
     if not 1 <= int(iterations) <= 5:
         raise ValueError(f"{node}: iterations must be 1..5, received {iterations}")
     site_keys = model_sites(model, sites)
-    columns = pathology_columns(clip, text, words)
     return LatentCorrector(
-        prior=p, columns=tuple(columns), prompt_len=tokenize_prompt(clip, text).length,
+        prior=p, columns=prompt.pathology_positions, prompt_len=prompt.n_tokens, prompt=prompt,
         window=model_window(model, 0.0, end_percent, window_schedule),
         sites=site_keys, eta=float(eta), n_iter=int(iterations), kappa=float(kappa),
         threshold=float(energy_threshold), truncate=bool(truncate),
@@ -68,8 +71,8 @@ class EnergyLatentCorrector(io.ComfyNode):
             "energy so the pathology words' attention (and the lesion) lands inside the prior. Works at the sampler "
             "level with KSampler, KSamplerAdvanced and SamplerCustom.",
             inputs=[
-                io.Model.Input("model"),
-                *prompt_inputs(),
+                model_input(),
+                prompt_input(),
                 prior_input(),
                 io.Float.Input(
                     "eta",
@@ -116,12 +119,12 @@ class EnergyLatentCorrector(io.ComfyNode):
                 ),
                 enabled_input(),
             ],  # fmt: skip
-            outputs=[io.Model.Output()],
+            outputs=[model_output()],
         )
 
     @classmethod
     def execute(
-        cls, model, clip, text: str, pathology_words: str, prior: torch.Tensor, eta: float, iterations: int,
+        cls, model, prompt, prior: torch.Tensor, eta: float, iterations: int,
         end_percent: float, kappa: float, energy_threshold: float, sites: str, truncate: bool, enabled: bool,
         window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
@@ -129,7 +132,7 @@ class EnergyLatentCorrector(io.ComfyNode):
         if not enabled:
             return io.NodeOutput(model)
         corrector = build_corrector(
-            model, clip, text, pathology_words, prior, eta=eta, iterations=iterations, end_percent=end_percent,
+            model, prompt, prior, eta=eta, iterations=iterations, end_percent=end_percent,
             kappa=kappa, energy_threshold=energy_threshold, sites=sites, truncate=truncate,
             window_schedule=window_schedule,
         )  # fmt: skip

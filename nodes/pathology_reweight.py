@@ -9,10 +9,17 @@ import torch
 from comfy_api.latest import io
 
 from ..cxr_core.attention.contributions import PathologyReweight
-from ..cxr_core.attention.engine import install
 from ..cxr_core.attention.schedule import model_window
-from ..cxr_core.attention.tokens import parse_word_list, pathology_columns, tokenize_prompt
-from .attention_common import enabled_input, prior_input, prompt_inputs, sites_input, window_inputs
+from .attention_common import (
+    enabled_input,
+    model_input,
+    model_output,
+    prior_input,
+    prompt_input,
+    sites_input,
+    window_inputs,
+)
+from .attention_patching import patch_model, require_prompt
 from .attention_sites import model_sites
 from .sockets import CATEGORY
 from .validation import require_finite
@@ -50,8 +57,8 @@ class PathologyCrossAttnReweight(io.ComfyNode):
             description="During early denoising, multiplies the pathology words' cross-attention by lambda_in inside "
             "the spatial prior and divides it by lambda_out outside, so the finding forms where it belongs.",
             inputs=[
-                io.Model.Input("model"),
-                *prompt_inputs(),
+                model_input(),
+                prompt_input(),
                 prior_input(),
                 io.Float.Input(
                     "lambda_in",
@@ -73,14 +80,13 @@ class PathologyCrossAttnReweight(io.ComfyNode):
                 sites_input("all"),
                 enabled_input(),
             ],  # fmt: skip
-            outputs=[io.Model.Output()],
+            outputs=[model_output()],
         )
 
     @classmethod
     def execute(
-        cls, model, clip, text: str, pathology_words: str, prior: torch.Tensor, lambda_in: float,
-        lambda_out: float, start_percent: float, end_percent: float, sites: str, enabled: bool,
-        window_schedule: str = "run",
+        cls, model, prompt, prior: torch.Tensor, lambda_in: float, lambda_out: float, start_percent: float,
+        end_percent: float, sites: str, enabled: bool, window_schedule: str = "run",
     ) -> io.NodeOutput:  # fmt: skip
         require_finite(cls, locals())
         if not enabled:
@@ -91,22 +97,14 @@ class PathologyCrossAttnReweight(io.ComfyNode):
                 f"{node}: lambda_in and lambda_out must be > 0, received {lambda_in}, {lambda_out}"
             )
         p = validate_prior(prior, node)
-        words = parse_word_list(pathology_words)
-        if not words:
-            raise ValueError(
-                f"{node}: pathology_words is empty; give the finding's words, e.g. 'pleural, effusion'"
-            )
+        prompt = require_prompt(node, prompt)
         site_keys = model_sites(model, sites)
-        positions = pathology_columns(clip, text, words)
-        window = model_window(model, start_percent, end_percent, window_schedule)
-        m = model.clone()
         contribution = PathologyReweight(
-            prior=p, positions=tuple(positions), prompt_len=tokenize_prompt(clip, text).length,
-            lambda_in=float(lambda_in), lambda_out=float(lambda_out), sites=frozenset(site_keys),
-            window=window,
+            prior=p, positions=prompt.pathology_positions, prompt_len=prompt.n_tokens, prompt=prompt,
+            lambda_in=float(lambda_in), lambda_out=float(lambda_out),
+            window=model_window(model, start_percent, end_percent, window_schedule),
         )  # fmt: skip
-        install(m, contribution, site_keys)
-        return io.NodeOutput(m)
+        return io.NodeOutput(patch_model(model, site_keys, contribution))
 
 
 NODES: list[type[io.ComfyNode]] = [PathologyCrossAttnReweight]

@@ -11,3 +11,7 @@ OrganMasksIO = io.Custom("ORGAN_MASKS")
 GeometryIO = io.Custom("CXR_GEOMETRY")
 
 CATEGORY = "CXR Counterfactual"
+
+# A prompt as encoded for the sampler, with its regulated words' token positions
+# (cxr_core.attention.prompt.RegulatedPrompt).
+PromptIO = io.Custom("CXR_PROMPT")

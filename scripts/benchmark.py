@@ -103,8 +103,21 @@ def masks(size: int):  # noqa: ANN201
     return torch.stack([right, left, heart]), (left * (yy > 0.25).float())[None]
 
 
+def conditioning() -> tuple[list, list]:
+    """Seeded positive and negative conditioning (stand-ins for the encoded prompts)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return [[torch.randn(1, 77, 768, generator=g), {}]], [[torch.randn(1, 77, 768, generator=g), {}]]
+
+
 def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
     """The model as the config's nodes would return it (node defaults)."""
+    from cxr_pack.cxr_core.attention.prompt import build_prompt
+
+    prompt = build_prompt(
+        tok, TEXT, conditioning()[0][0][0], ["pleural", "effusion"]
+    )  # as CXR Prompt gives it
     from cxr_pack.cxr_core.organ_masks import OrganMasks
     from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
     from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
@@ -119,12 +132,12 @@ def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
         ).result[0]  # fmt: skip
     if config in ("reweight", "all"):
         model = PathologyCrossAttnReweight.execute(
-            model, tok, TEXT, "pleural, effusion", prior, lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
+            model, prompt, prior, lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
             end_percent=0.4, sites="all", enabled=True,
         ).result[0]  # fmt: skip
     if config in ("correction", "all"):
         model = EnergyLatentCorrector.execute(
-            model, tok, TEXT, "pleural, effusion", prior, eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
+            model, prompt, prior, eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
             energy_threshold=0.0, sites="16", truncate=True, enabled=True,
         ).result[0]  # fmt: skip
     return model
@@ -135,9 +148,7 @@ def measure(model, size: int, batch: int, args: argparse.Namespace, cuda: bool) 
     import comfy.sample
     import torch
 
-    g = torch.Generator().manual_seed(0)
-    pos = [[torch.randn(1, 77, 768, generator=g), {}]]
-    neg = [[torch.randn(1, 77, 768, generator=g), {}]]
+    pos, neg = conditioning()
     if args.denoise < 1.0:  # SDEdit from a stand-in for an encoded radiograph, as the example workflow runs
         latent = torch.randn(batch, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(1)) * 0.8
     else:

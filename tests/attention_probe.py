@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 
 @dataclass(eq=False)
 class Probe:
+    role: ClassVar[str] = "observe"
+    label: ClassVar[str] = ""  # a test instrument, not a module: not in activity reports
+
     kind: str
-    sites: frozenset
     window: object
     cond_only: bool = False
+    prompt: object = None
     records: list = field(default_factory=list)
 
     def observe(
@@ -38,7 +42,7 @@ def add_probe(model, kind: str, sites, window=None) -> Probe:
     from cxr_pack.cxr_core.attention.engine import install
     from cxr_pack.cxr_core.attention.schedule import Window
 
-    probe = Probe(kind=kind, sites=frozenset(sites), window=window or Window())
+    probe = Probe(kind=kind, window=window or Window())
     install(model, probe, list(sites))
     return probe
 

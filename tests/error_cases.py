@@ -38,7 +38,8 @@ class Ctx:
     inp: Path  # ComfyUI's input folder (empty at the start of each case)
     out: Path  # ComfyUI's output folder
     model: object  # the tiny SD1.5-structure ModelPatcher
-    clip: object  # the SD1 tokenizer (stands in for CLIP: only tokenisation is used)
+    clip: object  # the SD1 tokenizer (the attention nodes' prompts are built from it, tests/helpers.py)
+    text_encoder: object = None  # a real one-layer CLIP (tests/tiny_clip.py), for the CXR Prompt node
 
 
 CASES: dict[str, Callable[[Ctx], object]] = {}

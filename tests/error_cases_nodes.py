@@ -8,6 +8,7 @@ import torch
 from cxr_input_helpers import synthetic_organ_masks
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.attention_capture import AttentionMapCapture, AttentionMapRender
+from cxr_pack.nodes.cxr_prompt import CXRPrompt
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
 from cxr_pack.nodes.fid import CXRFIDAccumulate, CXRFIDCompute, CXRInceptionLoader
 from cxr_pack.nodes.lung_split import OrganMaskSplitLungs
@@ -31,18 +32,54 @@ def _prior(h: int = 128, w: int = 128) -> torch.Tensor:
     return p
 
 
+def _prompt(ctx: Ctx, words: str = "pleural, effusion", anatomy: str = "") -> object:
+    """The prompt a CXR Prompt node gives for PROMPT, encoded as random_cond(1) (the positive _sdedit samples)."""
+    from helpers import random_cond, regulated_prompt
+
+    return regulated_prompt(ctx.clip, PROMPT, random_cond(1), words, anatomy)
+
+
 def _reweight(ctx: Ctx, **kw) -> object:
-    args = dict(text=PROMPT, pathology_words="pleural, effusion", prior=_prior(), lambda_in=3.0, lambda_out=3.0,
-                start_percent=0.0, end_percent=0.4, sites="all", enabled=True)  # fmt: skip
+    args = dict(prior=_prior(), lambda_in=3.0, lambda_out=3.0, start_percent=0.0, end_percent=0.4, sites="all",
+                enabled=True)  # fmt: skip
     args.update(kw)
-    return PathologyCrossAttnReweight.execute(ctx.model, ctx.clip, **args)
+    prompt = args.pop("prompt", None) or _prompt(ctx)
+    return PathologyCrossAttnReweight.execute(ctx.model, prompt, **args)
 
 
 def _corrector(ctx: Ctx, **kw) -> object:
-    args = dict(text=PROMPT, pathology_words="pleural, effusion", prior=_prior(), eta=30.0, iterations=1,
-                end_percent=0.25, kappa=0.1, energy_threshold=0.2, sites="16", truncate=True, enabled=True)  # fmt: skip
+    args = dict(prior=_prior(), eta=30.0, iterations=1, end_percent=0.25, kappa=0.1, energy_threshold=0.2,
+                sites="16", truncate=True, enabled=True)  # fmt: skip
     args.update(kw)
-    return EnergyLatentCorrector.execute(ctx.model, ctx.clip, **args)
+    return EnergyLatentCorrector.execute(ctx.model, _prompt(ctx), **args)
+
+
+# ---- CXRPrompt ----------------------------------------------------------------------------------
+@case
+def prompt_clip_missing(ctx: Ctx) -> object:
+    return CXRPrompt.execute(None, PROMPT, "effusion")
+
+
+@case
+def prompt_text_empty(ctx: Ctx) -> object:
+    return CXRPrompt.execute(ctx.text_encoder, "  ", "effusion")
+
+
+@case
+def prompt_word_not_in_prompt(ctx: Ctx) -> object:
+    return CXRPrompt.execute(ctx.text_encoder, PROMPT, "pneumothorax")
+
+
+@case
+def prompt_anatomy_binding(ctx: Ctx) -> object:
+    return CXRPrompt.execute(ctx.text_encoder, PROMPT, "effusion", "heart")
+
+
+@case
+def prompt_not_the_sampled_one(ctx: Ctx) -> object:
+    from helpers import random_cond, sample
+
+    return sample(_reweight(ctx).result[0], random_cond(5), random_cond(2), steps=1, latent_hw=(16, 16))
 
 
 def _spatial(**kw) -> object:
@@ -142,8 +179,8 @@ def gate_window(ctx: Ctx) -> object:
 
 
 @case
-def gate_anatomy_words_without_clip(ctx: Ctx) -> object:
-    return _gate(ctx, anatomy_words="heart=heart")
+def gate_prompt_not_a_cxr_prompt(ctx: Ctx) -> object:
+    return _gate(ctx, prompt="chest x-ray, enlarged heart")
 
 
 @case
@@ -191,12 +228,7 @@ def reweight_lambda_out_zero(ctx: Ctx) -> object:
 
 @case
 def reweight_words_empty(ctx: Ctx) -> object:
-    return _reweight(ctx, pathology_words=" ")
-
-
-@case
-def reweight_word_not_in_prompt(ctx: Ctx) -> object:
-    return _reweight(ctx, pathology_words="pneumothorax")
+    return _reweight(ctx, prompt=_prompt(ctx, words=" "))
 
 
 @case
@@ -226,7 +258,12 @@ def corrector_prior_range(ctx: Ctx) -> object:
 
 @case
 def capture_words_empty(ctx: Ctx) -> object:
-    return AttentionMapCapture.execute(ctx.model, ctx.clip, PROMPT, "", "16", "all", True)
+    return AttentionMapCapture.execute(ctx.model, _prompt(ctx, words=""), "", "16", "all", True)
+
+
+@case
+def capture_word_not_in_prompt(ctx: Ctx) -> object:
+    return AttentionMapCapture.execute(ctx.model, _prompt(ctx), "cardiomegaly", "16", "all", True)
 
 
 @case

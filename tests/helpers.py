@@ -68,3 +68,13 @@ def core_txt2img_workflow(ckpt_name: str, size: int = 64, steps: int = 2, prefix
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+def regulated_prompt(tokenizer, text: str, positive: list, pathology_words: str = "pleural, effusion",
+                     anatomy_words: str = ""):  # fmt: skip
+    """The RegulatedPrompt a CXR Prompt node would give for ``text``, paired with the positive conditioning
+    the test samples with (its first item's embedding stands for the text's encoding)."""
+    from cxr_pack.cxr_core.attention.prompt import build_prompt
+    from cxr_pack.cxr_core.attention.tokens import parse_word_list
+
+    return build_prompt(tokenizer, text, positive[0][0][:1], parse_word_list(pathology_words), anatomy_words)

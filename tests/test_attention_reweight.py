@@ -8,13 +8,14 @@ from attention_probe import add_probe, quadrant_masks
 from cxr_pack.cxr_core.attention.contributions import PathologyReweight, SiteCall
 from cxr_pack.cxr_core.attention.engine import RegulatedAttention, installed
 from cxr_pack.cxr_core.attention.measures import attention_probs, concentration, token_map
+from cxr_pack.cxr_core.attention.prompt import PromptMismatchError, context_columns
 from cxr_pack.cxr_core.attention.site_masks import mask_to_site
 from cxr_pack.cxr_core.attention.sites import parse_site_spec
-from cxr_pack.cxr_core.attention.tokens import find_word_tokens
+from cxr_pack.cxr_core.attention.tokens import find_word_tokens, tokenize_prompt
 from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
-from helpers import random_cond, sample
+from helpers import random_cond, regulated_prompt, sample
 
 TEXT = "chest x-ray, left pleural effusion, normal heart"
 SIZE = 256  # 32x32 latent: the "16x16" sites are 8x8 here
@@ -26,14 +27,19 @@ def _prior(size: int = SIZE) -> torch.Tensor:
     return p
 
 
-def _reweight(model, tok, text: str = TEXT, prior: torch.Tensor | None = None, **kw):
-    args = dict(
-        pathology_words="pleural, effusion", lambda_in=3.0, lambda_out=3.0, start_percent=0.0, end_percent=1.0,
-        sites="all", enabled=True,
-    )  # fmt: skip
+def _reweight(
+    model, tok, text: str = TEXT, prior: torch.Tensor | None = None, positive: list | None = None,
+    pathology_words: str = "pleural, effusion", **kw,
+):  # fmt: skip
+    """The reweighted model for a prompt whose encoding is ``positive`` (default random_cond(1), with the text's
+    chunk count)."""
+    n_chunks = tokenize_prompt(tok, text).length // 77
+    positive = random_cond(1, chunks=n_chunks) if positive is None else positive
+    prompt = regulated_prompt(tok, text, positive, pathology_words)
+    args = dict(lambda_in=3.0, lambda_out=3.0, start_percent=0.0, end_percent=1.0, sites="all", enabled=True)
     args.update(kw)
     return PathologyCrossAttnReweight.execute(
-        model, tok, text, prior=_prior() if prior is None else prior, **args
+        model, prompt, prior=_prior() if prior is None else prior, **args
     ).result[0]
 
 
@@ -108,17 +114,34 @@ def test_two_chunk_prompt_with_words_in_the_second_chunk(tiny_model, sd1_tokeniz
     assert bool((c1 > c0).all())
 
 
-def test_mismatched_prompt_length_is_a_clear_error(tiny_model, sd1_tokenizer) -> None:
+def test_sampling_another_prompt_stops_before_the_first_step_naming_both(tiny_model, sd1_tokenizer) -> None:
     text = ", ".join(["normal chest radiograph"] * 40) + ", left pleural effusion"  # 3 chunks
     model = _reweight(tiny_model, sd1_tokenizer, text=text)
-    with pytest.raises(ValueError, match="same text as the CLIPTextEncode"):
+    probe = add_probe(model, "attn2", parse_site_spec("16"))
+    with pytest.raises(PromptMismatchError, match=r"regulates the prompt 'normal chest.*\(231 tokens.*conditioned on "
+                       r"positive: a conditioning not made by a CXR Prompt node \(154 tokens\)"):  # fmt: skip
         sample(model, random_cond(1, chunks=2), random_cond(2), steps=1)
+    same_length = _reweight(tiny_model, sd1_tokenizer)  # encoding random_cond(1); sampled: random_cond(5)
+    with pytest.raises(PromptMismatchError, match="regulated words would not be the sampled words"):
+        sample(same_length, random_cond(5), random_cond(2), steps=1)
+    assert not probe.records, "nothing ran: the check comes before the first step"
+
+
+def test_token_columns_are_validated_in_one_place() -> None:
+    cols = context_columns((3, 4), 77, 154, "cpu", "X")
+    assert cols.tolist() == [3, 4, 80, 81]  # a 77-token prompt repeated to a 154-key context
+    with pytest.raises(PromptMismatchError, match="X: the regulated prompt has 154 tokens .* has 231"):
+        context_columns((3,), 154, 231, "cpu", "X")  # 231 is no whole multiple of 154: never rounded down
+    with pytest.raises(ValueError, match="outside the prompt's 77 tokens"):
+        context_columns((80,), 77, 77, "cpu", "X")
 
 
 def test_bad_inputs_are_named(tiny_model, sd1_tokenizer) -> None:
     with pytest.raises(ValueError, match="prior is empty"):
         _reweight(tiny_model, sd1_tokenizer, prior=torch.zeros(1, 64, 64))
-    with pytest.raises(ValueError, match="'pneumothorax' is not in the prompt"):
+    with pytest.raises(
+        ValueError, match="'pneumothorax' is not in the prompt; the prompt's words are: chest"
+    ):
         _reweight(tiny_model, sd1_tokenizer, pathology_words="pneumothorax")
     with pytest.raises(ValueError, match="start <= end"):
         _reweight(tiny_model, sd1_tokenizer, start_percent=0.5, end_percent=0.2)
@@ -183,13 +206,14 @@ def test_composition_formula_at_one_site() -> None:
 def test_anatomy_word_gate_confines_the_word_to_its_organ(tiny_model, sd1_tokenizer) -> None:
     text = "chest x-ray, enlarged heart, clear lungs"
     organs = OrganMasks(names=("left_lung", "heart"), masks=quadrant_masks(128), image_size=(128, 128))
+    pos = random_cond(1)
+    prompt = regulated_prompt(sd1_tokenizer, text, pos, pathology_words="", anatomy_words="heart=heart")
     model = AnatomyAttentionGate.execute(
         tiny_model, organs, organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=0.0,
-        end_percent=1.0, background="free", enabled=True, clip=sd1_tokenizer, text=text,
-        anatomy_words="heart=heart", anatomy_strength=4.0,
+        end_percent=1.0, background="free", enabled=True, prompt=prompt, anatomy_strength=4.0,
     ).result[0]  # fmt: skip
     probe = add_probe(model, "attn2", parse_site_spec("64"))
-    sample(model, random_cond(1), random_cond(2), steps=1, latent_hw=(16, 16))
+    sample(model, pos, random_cond(2), steps=1, latent_hw=(16, 16))
     cols = find_word_tokens(sd1_tokenizer, text, ["heart"])["heart"]
     heart = organs.get("heart")
     for rec in probe.records:
@@ -200,8 +224,8 @@ def test_anatomy_word_gate_confines_the_word_to_its_organ(tiny_model, sd1_tokeni
         cond = rec["cond_or_uncond"].index(0)
         assert float(c1[cond * n]) > float(c0[cond * n])
         assert torch.count_nonzero(rec["bias"][(1 - cond) * n]) == 0  # uncond untouched
-    with pytest.raises(ValueError, match="needs the clip input"):
+    with pytest.raises(ValueError, match="AnatomyAttentionGate: prompt must come from a CXR Prompt node"):
         AnatomyAttentionGate.execute(
             tiny_model, organs, organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=0.0,
-            end_percent=1.0, background="free", enabled=True, anatomy_words="heart=heart",
+            end_percent=1.0, background="free", enabled=True, prompt="chest x-ray, enlarged heart",
         )  # fmt: skip

@@ -17,7 +17,7 @@ from cxr_pack.cxr_runner.activity import activity_records
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
-from helpers import random_cond, sample
+from helpers import random_cond, regulated_prompt, sample
 
 TEXT = "chest x-ray, left pleural effusion"
 GATE, REWEIGHT, CORRECTOR = "AnatomyAttentionGate", "PathologyCrossAttnReweight", "EnergyLatentCorrector"
@@ -42,11 +42,11 @@ def _regulated(model, tok, schedule: str = "run", gate=(0.2, 0.7), reweight=(0.0
         end_percent=gate[1], background="free", enabled=True, window_schedule=schedule,
     ).result[0]  # fmt: skip
     m = PathologyCrossAttnReweight.execute(
-        m, tok, TEXT, "pleural, effusion", _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=reweight[0],
+        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=reweight[0],
         end_percent=reweight[1], sites="all", enabled=True, window_schedule=schedule,
     ).result[0]  # fmt: skip
     return EnergyLatentCorrector.execute(
-        m, tok, TEXT, "pleural, effusion", _prior(), eta=30.0, iterations=1, end_percent=correct_end, kappa=0.1,
+        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), _prior(), eta=30.0, iterations=1, end_percent=correct_end, kappa=0.1,
         energy_threshold=0.0, sites="16", truncate=True, enabled=True, window_schedule=schedule,
     ).result[0]  # fmt: skip
 

@@ -24,7 +24,7 @@ from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.attention_capture import AttentionMapCapture
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector, attach_corrector, build_corrector
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
-from helpers import random_cond, sample
+from helpers import random_cond, regulated_prompt, sample
 
 pytestmark = pytest.mark.gpu
 TEXT = "chest x-ray, left pleural effusion"
@@ -63,16 +63,16 @@ def _regulated(model, tok, enabled: bool = True, hard: bool = False, capture: bo
         end_percent=1.0, background="free", enabled=enabled,
     ).result[0]  # fmt: skip
     m = PathologyCrossAttnReweight.execute(
-        m, tok, TEXT, "pleural, effusion", _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
+        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
         end_percent=0.4, sites="all", enabled=enabled,
     ).result[0]  # fmt: skip
     m = EnergyLatentCorrector.execute(
-        m, tok, TEXT, "pleural, effusion", _prior(), eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
+        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), _prior(), eta=30.0, iterations=1, end_percent=0.25, kappa=0.1,
         energy_threshold=0.0, sites="16", truncate=True, enabled=enabled,
     ).result[0]  # fmt: skip
     if not capture:
         return m, None
-    m, store = AttentionMapCapture.execute(m, tok, TEXT, words="effusion", sites="16", steps="all",
+    m, store = AttentionMapCapture.execute(m, regulated_prompt(tok, TEXT, random_cond(1)), words="effusion", sites="16", steps="all",
                                            enabled=enabled).result  # fmt: skip
     return m, store
 
@@ -146,7 +146,9 @@ def test_hard_gate_blocks_cross_organ_attention_in_half_precision(half_model) ->
 
 
 def test_gradient_pass_with_half_precision_weights(half_model, sd1_tokenizer) -> None:
-    base = build_corrector(half_model, sd1_tokenizer, TEXT, "pleural, effusion", _prior())
+    base = build_corrector(
+        half_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1), "pleural, effusion"), _prior()
+    )
     c = dataclasses.replace(base, n_iter=3, threshold=0.0, record=True)
     out = _run(attach_corrector(half_model, c))
     assert torch.isfinite(out).all()

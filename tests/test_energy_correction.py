@@ -9,7 +9,7 @@ import pytest
 import torch
 from cxr_pack.cxr_core.attention.correction import LatentCorrector
 from cxr_pack.nodes.energy_corrector import attach_corrector, build_corrector
-from helpers import random_cond, sample
+from helpers import random_cond, regulated_prompt, sample
 
 TEXT = "chest x-ray, left pleural effusion"
 LATENT = (32, 32)
@@ -25,7 +25,9 @@ def _prior(batch: int = 1, flip: bool = False) -> torch.Tensor:
 
 def _corrector(model, tok, **kw) -> LatentCorrector:
     base = build_corrector(
-        model, tok, TEXT, "pleural, effusion", _prior(kw.pop("batch", 1), kw.pop("flip", False))
+        model,
+        regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"),
+        _prior(kw.pop("batch", 1), kw.pop("flip", False)),
     )
     return dataclasses.replace(base, **kw)
 
@@ -87,7 +89,7 @@ def test_disabled_is_bit_identical_and_nothing_leaks(inference_model, sd1_tokeni
 
     plain_before = _run(inference_model, steps=4)
     off = EnergyLatentCorrector.execute(
-        inference_model, sd1_tokenizer, TEXT, "pleural, effusion", _prior(), eta=30.0, iterations=1, end_percent=0.25,
+        inference_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1), "pleural, effusion"), _prior(), eta=30.0, iterations=1, end_percent=0.25,
         kappa=0.1, energy_threshold=0.2, sites="16", truncate=True, enabled=False,
     ).result[0]  # fmt: skip
     assert off is inference_model
@@ -195,7 +197,11 @@ def test_nan_gradient_is_a_logged_skip(inference_model, sd1_tokenizer, caplog) -
 
 def test_empty_prior_is_a_clear_error(inference_model, sd1_tokenizer) -> None:
     with pytest.raises(ValueError, match="prior is empty"):
-        build_corrector(inference_model, sd1_tokenizer, TEXT, "effusion", torch.zeros(1, 64, 64))
+        build_corrector(
+            inference_model,
+            regulated_prompt(sd1_tokenizer, TEXT, random_cond(1), "effusion"),
+            torch.zeros(1, 64, 64),
+        )
 
 
 def test_composes_with_gate_and_reweight_in_either_order(inference_model, sd1_tokenizer) -> None:
@@ -215,7 +221,7 @@ def test_composes_with_gate_and_reweight_in_either_order(inference_model, sd1_to
 
     def reweight(m):
         return PathologyCrossAttnReweight.execute(
-            m, sd1_tokenizer, TEXT, "pleural, effusion", _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
+            m, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1), "pleural, effusion"), _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
             end_percent=0.4, sites="all", enabled=True,
         ).result[0]  # fmt: skip
 

@@ -43,9 +43,16 @@ def model():
     return build_tiny_model_patcher(model_channels=32, seed=0)
 
 
+@pytest.fixture(scope="module")
+def text_encoder():
+    from tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(seed=0)
+
+
 @pytest.mark.parametrize("case_id", sorted(ROWS))
 def test_row_still_produces_its_message(
-    case_id: str, tmp_path: Path, model, sd1_tokenizer, monkeypatch
+    case_id: str, tmp_path: Path, model, sd1_tokenizer, text_encoder, monkeypatch
 ) -> None:
     import folder_paths
 
@@ -58,7 +65,7 @@ def test_row_still_produces_its_message(
     folder_paths.set_output_directory(str(out))
     try:
         with pytest.raises(ValueError) as err:
-            CASES[case_id](Ctx(inp, out, model, sd1_tokenizer))
+            CASES[case_id](Ctx(inp, out, model, sd1_tokenizer, text_encoder))
     finally:
         folder_paths.set_input_directory(old[0])
         folder_paths.set_output_directory(old[1])

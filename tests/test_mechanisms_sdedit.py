@@ -15,7 +15,7 @@ from cxr_pack.cxr_core.attention.sites import parse_site_spec
 from cxr_pack.cxr_core.attention.tokens import find_word_tokens
 from cxr_pack.nodes.energy_corrector import attach_corrector, build_corrector
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
-from helpers import random_cond, sample
+from helpers import random_cond, regulated_prompt, sample
 
 TEXT = "chest x-ray, left pleural effusion"
 STEPS, DENOISE = 20, 0.6
@@ -33,7 +33,7 @@ def _source() -> torch.Tensor:
 
 def test_reweight_concentrates_in_the_first_40_percent_of_an_sdedit_run(tiny_model, sd1_tokenizer) -> None:
     model = PathologyCrossAttnReweight.execute(
-        tiny_model, sd1_tokenizer, TEXT, "pleural, effusion", _prior(), lambda_in=3.0, lambda_out=3.0,
+        tiny_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1), "pleural, effusion"), _prior(), lambda_in=3.0, lambda_out=3.0,
         start_percent=0.0, end_percent=0.4, sites="all", enabled=True,
     ).result[0]  # fmt: skip
     probe = add_probe(model, "attn2", parse_site_spec("16"))
@@ -61,7 +61,9 @@ def test_reweight_concentrates_in_the_first_40_percent_of_an_sdedit_run(tiny_mod
 
 
 def test_correction_lowers_the_energy_in_an_sdedit_run(inference_model, sd1_tokenizer) -> None:
-    base = build_corrector(inference_model, sd1_tokenizer, TEXT, "pleural, effusion", _prior())
+    base = build_corrector(
+        inference_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1), "pleural, effusion"), _prior()
+    )
     c = dataclasses.replace(base, n_iter=3, threshold=0.0, record=True)
     with torch.inference_mode():
         out = sample(

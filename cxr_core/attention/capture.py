@@ -17,10 +17,10 @@ from typing import ClassVar
 
 import torch
 
-from .contributions import SiteCall
 from .measures import attention_probs
+from .prompt import RegulatedPrompt, context_columns
+from .protocol import SiteCall
 from .schedule import Window
-from .sites import SiteKey
 
 
 class AttentionMapStore:
@@ -81,11 +81,12 @@ class CrossAttentionCapture:
     prompt_len: int
     store: AttentionMapStore
     steps: frozenset[int] | None = None  # None = every step
-    sites: frozenset[SiteKey] = field(default_factory=frozenset)
     window: Window = field(default_factory=Window)
     kind: str = "attn2"
     cond_only: bool = True
+    prompt: RegulatedPrompt | None = None  # the prompt the positions come from (checked against the sampler)
 
+    role: ClassVar[str] = "observe"
     label: ClassVar[str] = "AttentionMapCapture"
 
     def observe(self, call: SiteCall, q, k, v, bias, extra_options: dict) -> None:  # noqa: ANN001
@@ -109,8 +110,7 @@ class CrossAttentionCapture:
             probs = attention_probs(q[rows], k[rows], extra_options["n_heads"], b)  # (B, H, Nq, Nk)
             buf = run.captures.setdefault(id(self), _RunBuffer(self.store))
             buf.total_steps = total
-            reps = max(1, call.n_k // self.prompt_len)
             for word, pos in self.words.items():
-                cols = [p + j * self.prompt_len for j in range(reps) for p in pos]
+                cols = context_columns(pos, self.prompt_len, call.n_k, call.device, "AttentionMapCapture")
                 m = probs[..., cols].sum(-1).mean(1)  # (B, Nq)
                 buf.add(word, step, m.reshape(m.shape[0], *call.hw).float().cpu())

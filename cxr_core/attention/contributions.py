@@ -1,7 +1,7 @@
 """The three attention contributions of the method, as additive logit biases.
 
-Each contribution is an immutable value that knows its sites, its window (in
-sigma) and its branch, and returns a compact bias for one site call:
+Each contribution is an immutable value that meets the engine's protocol
+(protocol.py: kind, branch, window, role) and returns a compact bias for one site call:
 (Bm, Nq, Nk) with Bm = 1 (broadcast) or one entry per batch item. The engine
 (engine.py) sums them and hands one bias to ComfyUI's attention.
 
@@ -19,26 +19,12 @@ from typing import ClassVar
 
 import torch
 
+from .prompt import RegulatedPrompt, context_columns
+from .protocol import SiteCall
 from .schedule import Window
 from .site_masks import mask_to_site
-from .sites import SiteKey
 
 NEG_INF = float("-inf")
-
-
-@dataclass(frozen=True)
-class SiteCall:
-    """What a contribution needs to know about the attention call it biases."""
-
-    site: SiteKey
-    kind: str  # "attn1" or "attn2"
-    hw: tuple[int, int]  # the site's token grid
-    n_q: int
-    n_k: int
-    batch: int  # batch items per cond/uncond chunk
-    device: torch.device
-    cache: dict | None = None  # per-run cache (engine.RunState), None outside a sampling run
-    dtype: torch.dtype = torch.float32  # q's dtype: biases are built in it, never as an fp32 copy on the side
 
 
 def _cached(call: SiteCall, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -59,11 +45,12 @@ class SelfAttentionGate:
     hard: bool = False
     tau: float = 0.5
     isolate_background: bool = False
-    sites: frozenset[SiteKey] = field(default_factory=frozenset)
     window: Window = field(default_factory=Window)
     kind: str = "attn1"
     cond_only: bool = False
+    prompt: RegulatedPrompt | None = None  # the gate reads no prompt
 
+    role: ClassVar[str] = "bias"
     label: ClassVar[str] = "AnatomyAttentionGate"
 
     def memberships(self, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -117,19 +104,6 @@ class SelfAttentionGate:
         return bias  # (Bm, N, N)
 
 
-def _token_columns(call: SiteCall, prompt_len: int, positions: tuple[int, ...], what: str) -> torch.Tensor:
-    """Indices of the given prompt positions in a context of n_k tokens (cond repeated to the lcm)."""
-    if call.n_k % prompt_len:
-        raise ValueError(
-            f"{what}: the prompt has {prompt_len} tokens ({prompt_len // 77} chunk(s) of 77) but the "
-            f"conditioning reaching the model has {call.n_k}; give the node the same text as the "
-            "CLIPTextEncode that makes the positive conditioning"
-        )
-    reps = call.n_k // prompt_len
-    cols = [p + j * prompt_len for j in range(reps) for p in positions]
-    return torch.tensor(cols, dtype=torch.long, device=call.device)
-
-
 @dataclass(frozen=True, eq=False)
 class AnatomyTokenGate:
     """Let an anatomy word's tokens shape only its own organ's region."""
@@ -137,11 +111,12 @@ class AnatomyTokenGate:
     bindings: tuple[tuple[tuple[int, ...], torch.Tensor], ...]  # (token positions, (Bm, H, W) organ mask)
     prompt_len: int
     gamma: float = 4.0
-    sites: frozenset[SiteKey] = field(default_factory=frozenset)
     window: Window = field(default_factory=Window)
     kind: str = "attn2"
     cond_only: bool = True
+    prompt: RegulatedPrompt | None = None  # the prompt the positions come from (checked against the sampler)
 
+    role: ClassVar[str] = "bias"
     label: ClassVar[str] = "AnatomyAttentionGate (anatomy words)"
 
     def bias(self, call: SiteCall) -> torch.Tensor:
@@ -153,7 +128,7 @@ class AnatomyTokenGate:
         for positions, mask in self.bindings:
             r = mask_to_site(mask.to(call.device), call.hw)  # (Bm, N)
             col = (r - 1.0).mul_(self.gamma)  # -gamma (1 - r)
-            cols = _token_columns(call, self.prompt_len, positions, "AnatomyAttentionGate")
+            cols = context_columns(positions, self.prompt_len, call.n_k, call.device, "AnatomyAttentionGate")
             bias[:, :, cols] = col.to(call.dtype).expand(bm, -1)[:, :, None].expand(-1, -1, len(cols))
         return bias  # (Bm, N, Nk)
 
@@ -167,11 +142,12 @@ class PathologyReweight:
     prompt_len: int
     lambda_in: float = 3.0
     lambda_out: float = 3.0
-    sites: frozenset[SiteKey] = field(default_factory=frozenset)
     window: Window = field(default_factory=Window)
     kind: str = "attn2"
     cond_only: bool = True
+    prompt: RegulatedPrompt | None = None  # the prompt the positions come from (checked against the sampler)
 
+    role: ClassVar[str] = "bias"
     label: ClassVar[str] = "PathologyCrossAttnReweight"
 
     def bias(self, call: SiteCall) -> torch.Tensor:
@@ -180,7 +156,9 @@ class PathologyReweight:
     def _bias(self, call: SiteCall) -> torch.Tensor:
         p = mask_to_site(self.prior.to(call.device), call.hw)  # (Bm, N)
         col = p * math.log(self.lambda_in) - (1.0 - p) * math.log(self.lambda_out)  # (Bm, N)
-        cols = _token_columns(call, self.prompt_len, self.positions, "PathologyCrossAttnReweight")
+        cols = context_columns(
+            self.positions, self.prompt_len, call.n_k, call.device, "PathologyCrossAttnReweight"
+        )
         bias = torch.zeros(p.shape[0], call.n_q, call.n_k, device=call.device, dtype=call.dtype)
         bias[:, :, cols] = col.to(call.dtype)[:, :, None].expand(-1, -1, len(cols))
         return bias  # (Bm, N, Nk)

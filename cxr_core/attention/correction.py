@@ -27,6 +27,7 @@ import torch
 from .autograd import autograd_compatible_weights, gradient_pass
 from .energy import EnergyProbe, StopForward, concentration_energy
 from .engine import RUN_STATE_KEY, install_on_options
+from .prompt import RegulatedPrompt, check_sampled_prompt
 from .schedule import RunSchedule, Window, require_steps
 from .site_masks import match_batch
 from .sites import SD15_SITES, SiteKey
@@ -50,6 +51,7 @@ class LatentCorrector:
     truncate: bool = True
     trace: list = field(default_factory=list, compare=False)  # filled only when record=True
     record: bool = False
+    prompt: RegulatedPrompt | None = None  # the prompt the columns come from (checked against the sampler)
 
     def __deepcopy__(self, memo: dict) -> LatentCorrector:
         return self
@@ -63,7 +65,7 @@ class LatentCorrector:
         import comfy.model_patcher
         import comfy.samplers
 
-        probe = EnergyProbe(self.columns, self.prompt_len, frozenset(self.sites), self.stop_site)
+        probe = EnergyProbe(self.columns, self.prompt_len, stop_after=self.stop_site)
         mo = install_on_options(
             comfy.model_patcher.create_model_options_clone(model_options), probe, self.sites
         )
@@ -173,6 +175,8 @@ def make_sampler_wrapper(corrector: LatentCorrector) -> Callable:
             )
             return executor(*args, **kwargs)
         require_steps(RunSchedule(args[1]), corrector.window, LatentCorrector.label)
+        if corrector.prompt is not None:
+            check_sampled_prompt(getattr(args[0], "conds", None), [(LatentCorrector.label, corrector.prompt)])
         had_attr = "sampler_function" in vars(sampler)
         sampler.sampler_function = stepwise_sampler_function(original, corrector)
         try:

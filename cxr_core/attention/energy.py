@@ -9,11 +9,14 @@ same grid. Computed per batch item: (B,).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from .contributions import SiteCall, Window
 from .measures import attention_probs
+from .prompt import RegulatedPrompt, context_columns
+from .protocol import SiteCall
+from .schedule import Window
 from .site_masks import mask_to_site
 from .sites import SiteKey
 
@@ -26,22 +29,22 @@ class StopForward(Exception):
 class EnergyProbe:
     """Observer for one gradient pass: keeps the pathology tokens' maps with their graph."""
 
+    role: ClassVar[str] = "observe"
+    label: ClassVar[str] = ""  # internal to the corrector's gradient pass: not reported on its own
+
     columns: tuple[int, ...]  # token positions in the prompt
     prompt_len: int
-    sites: frozenset[SiteKey]
     stop_after: SiteKey | None = None
     window: Window = field(default_factory=Window)
     kind: str = "attn2"
     cond_only: bool = True
+    prompt: RegulatedPrompt | None = None
     maps: list[tuple[tuple[int, int], torch.Tensor]] = field(default_factory=list)
 
     def observe(self, call: SiteCall, q, k, v, bias, extra_options: dict) -> None:  # noqa: ANN001
-        if call.site in self.sites:
-            reps = max(1, call.n_k // self.prompt_len)
-            cols = [p + j * self.prompt_len for j in range(reps) for p in self.columns]
-            b = None if bias is None else bias
-            probs = attention_probs(q, k, extra_options["n_heads"], b)  # (B, H, Nq, Nk), cond-only pass
-            self.maps.append((call.hw, probs[..., cols].mean(1)))  # (B, Nq, T)
+        cols = context_columns(self.columns, self.prompt_len, call.n_k, call.device, "EnergyLatentCorrector")
+        probs = attention_probs(q, k, extra_options["n_heads"], bias)  # (B, H, Nq, Nk), cond-only pass
+        self.maps.append((call.hw, probs[..., cols].mean(1)))  # (B, Nq, T)
         if self.stop_after is not None and call.site == self.stop_after:
             raise StopForward
 

@@ -13,8 +13,10 @@ contributions bias only the chunks that ``cond_or_uncond`` marks as cond.
 Per-run caches live in the run's own transformer_options (RunState) and die
 with the run. At the start of each sampling call every installed contribution's
 window is checked against the call's steps (an enabled module that would act on
-no step is an error); at its end one log line says which steps each module
-acted on.
+no step is an error) and its prompt against the sampler's conditioning
+(prompt.py); at its end one log line says which steps each module acted on.
+What the engine asks of a contribution is protocol.py; the host's
+transformer_options and attn_precision reach every attention call it makes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any
 
 import torch
 
-from .contributions import SiteCall
+from .prompt import check_sampled_prompt
+from .protocol import BiasContribution, Contribution, ObserveContribution, SiteCall, require_contribution
 from .schedule import RunSchedule, format_steps, require_steps, window_active
 from .site_masks import latent_site_hw, match_batch
 from .sites import SiteKey
@@ -78,14 +81,18 @@ class RegulatedAttention:
     """An attn1/attn2 replace patch holding a tuple of contributions (immutable)."""
 
     def __init__(
-        self, site: SiteKey, kind: str, contributions: Sequence[Any] = (), inner: Callable | None = None
+        self,
+        site: SiteKey,
+        kind: str,
+        contributions: Sequence[Contribution] = (),
+        inner: Callable | None = None,
     ):
         self.site = site
         self.kind = kind
-        self.contributions = tuple(contributions)
+        self.contributions: tuple[Contribution, ...] = tuple(require_contribution(c) for c in contributions)
         self.inner = inner
 
-    def with_contribution(self, contribution: Any) -> RegulatedAttention:
+    def with_contribution(self, contribution: Contribution) -> RegulatedAttention:
         return RegulatedAttention(self.site, self.kind, (*self.contributions, contribution), self.inner)
 
     def __deepcopy__(self, memo: dict) -> RegulatedAttention:
@@ -115,31 +122,34 @@ class RegulatedAttention:
         if schedule is not None:
             step = schedule.step_of(sigma)
             for c in active:
-                if getattr(c, "label", ""):
+                if c.label:
                     run.record(c.label, step)
         call = SiteCall(
             site=self.site, kind=self.kind, hw=latent_site_hw(extra_options), n_q=q.shape[1], n_k=k.shape[1],
             batch=q.shape[0] // max(1, len(extra_options.get("cond_or_uncond") or [0])), device=q.device,
             cache=run.cache if run is not None else None, dtype=q.dtype,
         )  # fmt: skip
-        biasers = [c for c in active if hasattr(c, "bias")]
+        biasers: list[BiasContribution] = [c for c in active if c.role == "bias"]  # type: ignore[misc]
+        observers: list[ObserveContribution] = [c for c in active if c.role == "observe"]  # type: ignore[misc]
         bias = self._cached_bias(biasers, call, extra_options, q) if biasers else None
-        for c in active:
-            if hasattr(c, "observe"):
-                c.observe(call, q, k, v, bias, extra_options)
+        for c in observers:
+            c.observe(call, q, k, v, bias, extra_options)
         if bias is None:
             return self._plain(q, k, v, extra_options)
         attention = _attention()
         heads = extra_options["n_heads"]
-        precision = extra_options.get("attn_precision")
-        out = attention.optimized_attention(q, k, v, heads, mask=bias, attn_precision=precision)
+        # the host's precision setting and attention overrides (transformer_options) apply to biased calls too
+        options = dict(attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options)
+        out = attention.optimized_attention(q, k, v, heads, mask=bias, **options)
         if self.inner is not None:
             # compose: the other replace's output plus the change our bias makes to plain attention
-            out = self.inner(q, k, v, extra_options) + (out - attention.optimized_attention(q, k, v, heads))
+            out = self.inner(q, k, v, extra_options) + (
+                out - attention.optimized_attention(q, k, v, heads, **options)
+            )
         return out
 
     def _cached_bias(
-        self, biasers: list, call: SiteCall, extra_options: dict, q: torch.Tensor
+        self, biasers: list[BiasContribution], call: SiteCall, extra_options: dict, q: torch.Tensor
     ) -> torch.Tensor | None:
         """The assembled bias, built once per run for each grid, branch layout and set of contributions."""
         if call.cache is None:
@@ -161,7 +171,7 @@ class RegulatedAttention:
 
     @staticmethod
     def _assemble_bias(
-        biasers: list, call: SiteCall, extra_options: dict, q: torch.Tensor
+        biasers: list[BiasContribution], call: SiteCall, extra_options: dict, q: torch.Tensor
     ) -> torch.Tensor | None:
         """Sum the contributions per cond/uncond chunk into one (B or 1, 1, Nq, Nk) bias in q's dtype."""
         chunks = list(extra_options.get("cond_or_uncond") or [0])
@@ -197,6 +207,9 @@ def _run_state_wrapper(executor: Callable, *args: Any, **kwargs: Any) -> Any:
     labelled = regulating_contributions(to)
     for c in labelled:
         require_steps(schedule, c.window, c.label)
+    check_sampled_prompt(
+        getattr(args[0], "conds", None), [(c.label, c.prompt) for c in labelled if c.prompt is not None]
+    )
     run = to[RUN_STATE_KEY] = RunState(schedule=schedule)
     try:
         return executor(*args, **kwargs)
@@ -207,19 +220,19 @@ def _run_state_wrapper(executor: Callable, *args: Any, **kwargs: Any) -> Any:
         report_activity(run, labelled)
 
 
-def regulating_contributions(transformer_options: dict) -> list:
+def regulating_contributions(transformer_options: dict) -> list[Contribution]:
     """The labelled contributions installed in these options, once each, in installation order."""
-    seen: dict[int, Any] = {}
+    seen: dict[int, Contribution] = {}
     for kind in ("attn1", "attn2"):
         for patch in transformer_options.get("patches_replace", {}).get(kind, {}).values():
             if isinstance(patch, RegulatedAttention):
                 for c in patch.contributions:
-                    if getattr(c, "label", ""):
+                    if c.label:
                         seen.setdefault(id(c), c)
     return list(seen.values())
 
 
-def report_activity(run: RunState, expected: Sequence[Any] = ()) -> dict:
+def report_activity(run: RunState, expected: Sequence[Contribution] = ()) -> dict:
     """Log which steps each module acted on in this run (one readable line, one JSON line); return the record."""
     schedule = run.schedule
     record = {
@@ -251,17 +264,17 @@ def ensure_run_state(model_patcher: Any) -> None:
         model_patcher.add_wrapper_with_key(kind, WRAPPER_KEY, _run_state_wrapper)
 
 
-def install(model_patcher: Any, contribution: Any, sites: Sequence[SiteKey]) -> None:
+def install(model_patcher: Any, contribution: Contribution, sites: Sequence[SiteKey]) -> None:
     """Add ``contribution`` at each site of an already cloned ModelPatcher."""
     model_patcher.model_options = install_on_options(model_patcher.model_options, contribution, sites)
     ensure_run_state(model_patcher)
 
 
-def install_on_options(model_options: dict, contribution: Any, sites: Sequence[SiteKey]) -> dict:
+def install_on_options(model_options: dict, contribution: Contribution, sites: Sequence[SiteKey]) -> dict:
     """Return model_options with ``contribution`` added at each site (the input dicts are not modified)."""
     import comfy.model_patcher
 
-    kind = contribution.kind
+    kind = require_contribution(contribution).kind
     for site in sites:
         replaces = model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
         key3 = (site[0], site[1], 0)

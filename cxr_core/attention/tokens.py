@@ -32,16 +32,44 @@ class PromptTokens:
         return len(self.ids)
 
 
-def _sd_tokenizer(clip_or_tokenizer: object) -> tuple[object, str]:
-    """The host tokenizer object with ``tokenize_with_weights`` and the key of its SD1 stream."""
+# the host tokenizer's stream keys -> the text encoder family (docs/METHOD.md, "Prompt")
+ENCODER_FAMILIES: dict[frozenset[str], str] = {
+    frozenset({"l"}): "SD1 CLIP-L",
+    frozenset({"h"}): "SD2 OpenCLIP-H",
+    frozenset({"g", "l"}): "SDXL CLIP-L + CLIP-G",
+}
+
+
+def _host_tokenizer(clip_or_tokenizer: object) -> object:
     tok = getattr(clip_or_tokenizer, "tokenizer", clip_or_tokenizer)
     if not hasattr(tok, "tokenize_with_weights"):
         raise TokenResolutionError(
             f"clip: expected a CLIP model (CLIP socket) or a ComfyUI tokenizer, received {type(clip_or_tokenizer).__name__}"
         )
+    return tok
+
+
+def encoder_family(clip_or_tokenizer: object) -> str:
+    """The text encoder family of a CLIP/tokenizer; one whose words the pack cannot map is refused by name."""
+    keys = frozenset(_host_tokenizer(clip_or_tokenizer).tokenize_with_weights("a"))
+    if keys not in ENCODER_FAMILIES:
+        raise TokenResolutionError(
+            f"clip: this text encoder ({', '.join(sorted(keys))}) is not one whose words the pack can map to "
+            f"attention columns; supported: {', '.join(ENCODER_FAMILIES.values())} (SD1.x, SD2.x and SDXL)"
+        )
+    return ENCODER_FAMILIES[keys]
+
+
+def _sd_tokenizer(clip_or_tokenizer: object) -> tuple[object, str]:
+    """The host tokenizer object and the key of the stream whose token positions index the context.
+
+    SDXL concatenates its CLIP-L and CLIP-G streams along the feature axis, token for token, so the CLIP-L
+    positions are the context's positions; SD1 has only "l" and SD2 only "h".
+    """
+    tok = _host_tokenizer(clip_or_tokenizer)
+    encoder_family(tok)
     probe = tok.tokenize_with_weights("a")
-    key = "l" if "l" in probe else next(iter(probe))
-    return tok, key
+    return tok, ("l" if "l" in probe else "h")
 
 
 def tokenize_prompt(clip_or_tokenizer: object, text: str) -> PromptTokens:

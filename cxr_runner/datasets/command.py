@@ -34,17 +34,9 @@ MAP = {
     "side": "Spatial prior.side",
     "extent": "Spatial prior.extent",
     "seed": "Sampler.seed",
-    "prompt": [
-        "Positive prompt.text",
-        "Pathology reweight.text",
-        "Latent correction.text",
-        "Attention capture.text",
-    ],
-    "words": [
-        "Pathology reweight.pathology_words",
-        "Latent correction.pathology_words",
-        "Attention capture.words",
-    ],
+    # one CXR Prompt node holds the prompt and its regulated words; the attention nodes read them from it
+    "prompt": "Positive prompt.text",
+    "words": "Positive prompt.pathology_words",
     "target_organs": "Metrics.target_organs",
 }
 VARIANTS = {"full": "cxr_counterfactual_full.json", "no gate": "ablation_no_gate.json",
