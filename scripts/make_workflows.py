@@ -125,7 +125,9 @@ def build(info: dict, variant: str) -> Graph:
     prior = add("PathologySpatialPrior", "Spatial prior", 0, 2.7, organ_masks=(masks, 0), pathology="effusion",
                 side="left", extent=0.35, feather_px=8.0, image=(img, 0))  # fmt: skip
     ckpt = add("CheckpointLoaderSimple", "Checkpoint", 1, 0, ckpt_name=CKPT)
-    pos = add("CLIPTextEncode", "Positive prompt", 1, 0.6, text=PROMPT, clip=(ckpt, 1))
+    # the prompt is typed once: its conditioning feeds the sampler, its regulated words the attention nodes
+    pos = add("CXRPrompt", "Positive prompt", 1, 0.6, text=PROMPT, pathology_words=WORDS, anatomy_words="",
+              clip=(ckpt, 1))  # fmt: skip
     neg = add("CLIPTextEncode", "Negative prompt", 1, 1.2, text="", clip=(ckpt, 1))
     enc = add("VAEEncode", "Encode radiograph", 1, 1.8, pixels=(img, 0), vae=(ckpt, 2))
     model = (ckpt, 0)
@@ -136,11 +138,11 @@ def build(info: dict, variant: str) -> Graph:
         gate = add("AnatomyAttentionGate", "Anatomy gate", 2, 0, mode=4 if "gate" in bypass else 0,
                    model=model, organ_masks=(masks, 0), organs="all")  # fmt: skip
         rew = add("PathologyCrossAttnReweight", "Pathology reweight", 2, 1.1, mode=4 if "reweight" in bypass else 0,
-                  model=(gate, 0), clip=(ckpt, 1), text=PROMPT, pathology_words=WORDS, prior=(prior, 0))  # fmt: skip
+                  model=(gate, 0), prompt=(pos, 1), prior=(prior, 0))  # fmt: skip
         cor = add("EnergyLatentCorrector", "Latent correction", 2, 2.1, mode=4 if "correct" in bypass else 0,
-                  model=(rew, 0), clip=(ckpt, 1), text=PROMPT, pathology_words=WORDS, prior=(prior, 0))  # fmt: skip
-        cap = add("AttentionMapCapture", "Attention capture", 2, 3.3, model=(cor, 0), clip=(ckpt, 1), text=PROMPT,
-                  words="effusion")  # fmt: skip
+                  model=(rew, 0), prompt=(pos, 1), prior=(prior, 0))  # fmt: skip
+        cap = add("AttentionMapCapture", "Attention capture", 2, 3.3, model=(cor, 0), prompt=(pos, 1),
+                  words="")  # empty: the prompt's pathology words  # fmt: skip
         ks = add("KSampler", "Sampler", 3, 0, model=(cap, 0), positive=(pos, 0), negative=(neg, 0),
                  latent_image=(enc, 0), seed=42, steps=20, cfg=5.0, sampler_name="euler", scheduler="normal",
                  denoise=0.6)  # fmt: skip
