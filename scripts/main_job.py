@@ -34,7 +34,7 @@ WHAT = {
     "cxr_counterfactual_full": "counterfactual radiograph",
     "organ_masks": "organ mask overlay",
     "prior": "spatial prior overlay",
-    "attention": "attention heatmaps of 'effusion'",
+    "attention": "attention heatmap, one per pathology word",
     "difference": "difference heat map with region and organ contours",
 }
 RANDOM_WARNING = (
@@ -74,7 +74,7 @@ def montage(paths: list[Path], dest: Path, is_random: bool, height: int = 256) -
         canvas.paste(t, (x, 8))
         x += t.width + 8
     note = "random weights: mechanics, not medicine" if is_random else "user checkpoint"
-    caption = f"organ masks | prior | counterfactual | attention 'effusion' | difference  ({note})"
+    caption = f"organ masks | prior | counterfactual | attention of the last pathology word | difference  ({note})"
     ImageDraw.Draw(canvas).text((8, height + 14), caption, fill=(230, 230, 230))
     canvas.save(dest)
 
