@@ -74,7 +74,9 @@ def montage(paths: list[Path], dest: Path, is_random: bool, height: int = 256) -
         canvas.paste(t, (x, 8))
         x += t.width + 8
     note = "random weights: mechanics, not medicine" if is_random else "user checkpoint"
-    caption = f"organ masks | prior | counterfactual | attention of the last pathology word | difference  ({note})"
+    caption = (
+        f"organ masks | prior | counterfactual | attention of the last pathology word | difference  ({note})"
+    )
     ImageDraw.Draw(canvas).text((8, height + 14), caption, fill=(230, 230, 230))
     canvas.save(dest)
 
