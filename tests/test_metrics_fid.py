@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from metric_helpers import as_image, demo_radiograph, random_inception_file, tin
 from scipy import linalg
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER_ENV = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))  # workers import the pack with import_pack
 INFO = ExtractorInfo("test", "test features", "abc123", 8)
 
 
@@ -154,14 +156,13 @@ def test_report_counts_samples_and_warns_below_the_feature_dimension(tmp_path: P
 
 
 _WORKER = r"""
-import importlib.util, sys, torch
-spec = importlib.util.spec_from_file_location("cxrm", sys.argv[1], submodule_search_locations=[sys.argv[2]])
-m = importlib.util.module_from_spec(spec); sys.modules["cxrm"] = m; spec.loader.exec_module(m)
-import importlib
-fid = importlib.import_module("cxrm.fid"); feats = importlib.import_module("cxrm.features")
+import sys, torch
+from import_pack import import_pack
+import_pack()
+from cxr_pack.cxr_core.metrics import features as feats, fid
 info = feats.ExtractorInfo("test", "test features", "abc123", 8)
-path = fid.stats_path(sys.argv[3], "conc", "real")
-w = int(sys.argv[4])
+path = fid.stats_path(sys.argv[1], "conc", "real")
+w = int(sys.argv[2])
 for k in range(5):
     x = torch.full((3, 8), float(w * 5 + k), dtype=torch.float64)
     fid.accumulate(path, fid.FeatureStats.from_features(x, info))
@@ -169,11 +170,8 @@ for k in range(5):
 
 
 def test_concurrent_processes_never_lose_samples(tmp_path: Path) -> None:
-    pkg = REPO / "cxr_core" / "metrics"
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(pkg / "__init__.py"), str(pkg), str(tmp_path), str(w)]
-        )
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(w)], env=WORKER_ENV)
         for w in range(6)
     ]
     assert all(p.wait(timeout=300) == 0 for p in procs)
