@@ -163,8 +163,7 @@ class OrganMaskLoader(io.ComfyNode):
         image: torch.Tensor | None = None,
     ) -> io.NodeOutput:  # fmt: skip
         require_finite(cls, locals())
-        req = MaskRequest(source, path, legend, legend_json, image_id, min_quality, seg_model, organs, mask_mode,
-                          threshold)  # fmt: skip
+        req = MaskRequest(source, path, legend, legend_json, image_id, min_quality, seg_model)
         image_size = tuple(image.shape[1:3]) if image is not None else None
         grey = None
         if source == "torchxrayvision" and image is not None:
