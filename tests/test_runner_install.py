@@ -24,7 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _source_copy(dest: Path) -> Path:
     """The tracked files `pip install .` builds from (nothing from a developer's working folders)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in files.decode().split("\0"):
         if (
             name
