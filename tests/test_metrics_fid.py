@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from cxr_pack.cxr_core.metrics.fid import (
     load_stats,
     stats_path,
 )
+from helpers import comfy_folders
 from metric_helpers import as_image, demo_radiograph, random_inception_file, tiny_clip_vision
 from scipy import linalg
 
@@ -243,14 +245,9 @@ def test_inception_refuses_pickles_and_foreign_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def comfy_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import folder_paths
-
-    out = tmp_path / "output"
-    out.mkdir()
-    monkeypatch.setattr(folder_paths, "output_directory", str(out))
-    monkeypatch.setattr(folder_paths, "temp_directory", str(tmp_path / "temp"))
-    return out
+def comfy_dirs(tmp_path: Path) -> Iterator[Path]:
+    with comfy_folders(output=tmp_path / "output", temp=tmp_path / "temp"):
+        yield tmp_path / "output"
 
 
 def test_fid_nodes_with_inception(

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from cxr_pack.cxr_core.metrics.csv_log import CSV_COLUMNS
 from cxr_pack.cxr_core.metrics.validity import ValidityClassifier, load_xrv_classifier
 from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.nodes.metrics import CXRMetrics
+from helpers import comfy_folders
 from metric_helpers import as_image, demo_pairs, tiny_clip_vision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,14 +26,9 @@ WORKER_ENV = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))  # workers impor
 
 
 @pytest.fixture
-def out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import folder_paths
-
-    out = tmp_path / "output"
-    out.mkdir()
-    monkeypatch.setattr(folder_paths, "output_directory", str(out))
-    monkeypatch.setattr(folder_paths, "temp_directory", str(tmp_path / "temp"))
-    return out
+def out_dir(tmp_path: Path) -> Iterator[Path]:
+    with comfy_folders(output=tmp_path / "output", temp=tmp_path / "temp"):
+        yield tmp_path / "output"
 
 
 def _organs(shape: tuple[int, int]) -> OrganMasks:
