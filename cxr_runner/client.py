@@ -80,7 +80,9 @@ class ComfyClient:
         return self.get_json("/object_info" + ("/" + quote(class_type, safe="") if class_type else ""))
 
     def queue_prompt(self, prompt: dict) -> str:
-        r = self.session.post(self.base_url + "/prompt", json={"prompt": prompt, "client_id": self.client_id},
+        # json.dumps, not requests' json= (which refuses NaN): the server, not the client, judges the values
+        body = json.dumps({"prompt": prompt, "client_id": self.client_id})
+        r = self.session.post(self.base_url + "/prompt", data=body, headers={"Content-Type": "application/json"},
                               timeout=self.timeout_s)  # fmt: skip
         if not r.ok:
             details = _json_or_none(r)

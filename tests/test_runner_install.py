@@ -69,6 +69,13 @@ def test_installed_command_lists_every_subcommand(installed_runner: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "usage: cxr-runner" in proc.stdout
     assert "{run,manifest,study,report,aggregate,dataset}" in proc.stdout
+    # the installed runner imports neither torch nor ComfyUI, although this venv could import torch
+    code = ("import sys, cxr_runner.cli, cxr_runner.study; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'comfy', 'folder_paths', 'nodes'}))")  # fmt: skip
+    python = installed_runner.parent / "python"
+    loaded = subprocess.run([str(python), "-c", code], cwd=installed_runner.parents[2], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
 @pytest.mark.server
