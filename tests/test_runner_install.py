@@ -82,18 +82,19 @@ def test_installed_command_lists_every_subcommand(installed_runner: Path) -> Non
 def test_installed_command_runs_a_workflow_on_the_real_server(
     installed_runner: Path, comfy_server, tmp_path: Path
 ) -> None:
+    # names no other test counts in the session server's input folder (test_runner_server counts film*.png)
     film = np.zeros((48, 64, 3), np.uint8)
     film[8:40, 10:54] = 180
-    Image.fromarray(film).save(tmp_path / "film.png")
+    Image.fromarray(film).save(tmp_path / "installed_xray.png")
     region = np.zeros((48, 64), np.uint8)
     region[12:36, 20:44] = 255
-    Image.fromarray(region).save(tmp_path / "region.png")
+    Image.fromarray(region).save(tmp_path / "installed_region.png")
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps(image_metrics_workflow(blur=True, prefix="installed")))
     out = tmp_path / "out"
     proc = subprocess.run(
         [str(installed_runner), "run", str(wf), "--server", comfy_server.base_url, "--quiet", "--out", str(out),
-         "--file", f"Radiograph.image={tmp_path / 'film.png'}", "--file", f"Region.image={tmp_path / 'region.png'}"],
+         "--file", f"Radiograph.image={tmp_path / 'installed_xray.png'}", "--file", f"Region.image={tmp_path / 'installed_region.png'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
