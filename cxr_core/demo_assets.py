@@ -28,7 +28,6 @@ DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
 DEMO_RADIOGRAPH_NAME = "RG1_UNCR.dcm"
 DEMO_LABEL_MAP = DEMO_DIR / "RG1_UNCR_labels.png"
 DEMO_LEGEND = DEMO_DIR / "RG1_UNCR_labels.json"
-DEMO_OVERLAY = DEMO_DIR / "RG1_UNCR_overlay.png"
 DEMO_SIZE = (1955, 1841)  # (H, W) of the radiograph and of the label map
 
 

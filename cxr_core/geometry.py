@@ -17,7 +17,6 @@ import logging
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -132,9 +131,6 @@ class ImageGeometry:
         top, _, left, _ = self.pad
         rh, rw = self.resized_size
         return _resize(x[..., top : top + rh, left : left + rw], self.original_size)
-
-    def apply_numpy(self, x: np.ndarray, what: str = "mask") -> np.ndarray:
-        return self.apply(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), what).numpy()
 
     def content_mask(self) -> torch.Tensor:
         """(H, W) 1 on the radiograph's pixels, 0 on the padding."""

@@ -50,9 +50,6 @@ class MaskRequest:
     image_id: str = ""  # chexmask_csv: the image's id
     min_quality: float = 0.7  # chexmask_csv: minimum Dice RCA (Mean)
     seg_model: str = "chestx_det_pspnet"  # torchxrayvision: which model
-    organs: str = "all"  # comma-separated organ names, or "all"
-    mask_mode: str = "binary"
-    threshold: float = 0.5
 
 
 def read_source(

@@ -56,7 +56,7 @@ def normalise_organ_name(name: str) -> str:
     """Map a user's spelling ("left lung", "Lung_Left", "L lung") to the canonical name.
 
     Names that are not recognised come back in snake_case, so custom organs
-    from a user legend keep working; :func:`is_known_organ` tells them apart.
+    from a user legend keep working.
     """
     words = [w for w in re.split(r"[\s_\-]+", name.strip().lower()) if w]
     if not words:
@@ -69,7 +69,3 @@ def normalise_organ_name(name: str) -> str:
     if len(sides) == 1 and len(organs) == 1 and len(words) == 2:
         return f"{sides[0]}_{organs[0]}"
     return "_".join(words)
-
-
-def is_known_organ(name: str) -> bool:
-    return normalise_organ_name(name) in CANONICAL_ORGANS

@@ -53,7 +53,6 @@ PATHOLOGIES: tuple[str, ...] = (
 SIDES: tuple[str, ...] = ("right", "left", "bilateral")
 ZONES: tuple[str, ...] = ("upper", "middle", "lower")
 BILATERAL_ONLY = ("edema",)
-SIDELESS = ("cardiomegaly", "custom")
 
 _MENISCUS = 0.35
 _ATEL_HEIGHT = 0.6

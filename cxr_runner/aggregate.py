@@ -1,5 +1,8 @@
 """Mean and standard deviation per metric per variant, from results CSVs, as a markdown table.
 
+Which metrics a table shows by default, and which way each is better, come from
+the pack's metric registry (cxr_core/metrics/registry.py).
+
 Input: each variant's ``results.csv`` (``metric.<name>`` columns, one line per
 image). Only lines with status ``ok`` count; empty cells, text and booleans are
 not numbers and are left out, and so are infinite values (PSNR of identical
@@ -11,24 +14,18 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from pathlib import Path
 from typing import NamedTuple
 
 from .results import read_results_csv
+from .shared import registry
 
-DEFAULT_METRICS = ("ssim_global", "ssim_outside", "ssim_inside", "psnr_global_db", "psnr_outside_db", "mae_global",
-                   "mae_outside", "localisation", "clip_i", "validity.delta")  # fmt: skip
-BOOKKEEPING = ("schema_version", "image_index", "batch_size", "height", "width", "original_channels",
-               "counterfactual_channels", "region_fraction", "max_abs_diff")  # fmt: skip
-HIGHER_IS_BETTER = (
-    "ssim_global",
-    "ssim_outside",
-    "psnr_global_db",
-    "psnr_outside_db",
-    "localisation",
-    "clip_i",
-)
-LOWER_IS_BETTER = ("mae_global", "mae_outside")
+# the metric registry (cxr_core/metrics/registry.py) decides the default columns and each one's arrow
+DEFAULT_METRICS = tuple(registry.summary_columns())
+# record fields that are not figures to tabulate, nor metrics with no better direction outside the defaults
+BOOKKEEPING = (*registry.RECORD_FIELDS,
+               *(m.name for m in registry.METRICS if not m.better and not m.summary))  # fmt: skip
 
 
 class Stat(NamedTuple):
@@ -45,11 +42,8 @@ def summarize(values: list[float]) -> Stat | None:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return None
-    mean = math.fsum(finite) / len(finite)
-    std = (
-        math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
-    )
-    return Stat(mean, std, len(finite), len(values) - len(finite))
+    std = statistics.stdev(finite) if len(finite) > 1 else None
+    return Stat(statistics.fmean(finite), std, len(finite), len(values) - len(finite))
 
 
 def metric_values(lines: list[dict[str, str]]) -> dict[str, list[float]]:
@@ -93,10 +87,9 @@ def metric_order(table: Table) -> list[str]:
 
 
 def direction(metric: str) -> str:
-    base = metric.split(".")[0]
-    if metric in HIGHER_IS_BETTER or base == "ssim_organs":
-        return "↑"
-    return "↓" if metric in LOWER_IS_BETTER else ""
+    """↑ or ↓ where the registry says which way is better (``ssim_organs.<organ>`` too); "" otherwise."""
+    found = registry.lookup(metric)
+    return found.arrow if found else ""
 
 
 def markdown(table: Table, metrics: list[str] | None = None, rows: dict[str, int] | None = None) -> str:

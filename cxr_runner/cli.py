@@ -1,4 +1,4 @@
-"""Command line: ``python -m cxr_runner {run,manifest,study,aggregate} ...``.
+"""Command line: ``cxr-runner {run,manifest,study,report,aggregate,dataset} ...`` (or ``python -m cxr_runner``).
 
 run        queue one workflow (API format; a plain editor workflow is converted), with --set overrides
 manifest   run a workflow over a CSV manifest: resumable, retried, sharded (--shard i/n), over several servers
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m cxr_runner", description=__doc__,
+    ap = argparse.ArgumentParser(prog="cxr-runner", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -165,7 +165,7 @@ def _study(args: argparse.Namespace, template: Job) -> int:
     if (
         template.shard[1] > 1
     ):  # the other shards may still be writing: one report, from the whole folder, at the end
-        sys.stdout.write(f"shard {args.shard} done; when every shard has finished: python -m cxr_runner report "
+        sys.stdout.write(f"shard {args.shard} done; when every shard has finished: cxr-runner report "
                          f"{template.out_dir}\n")  # fmt: skip
         return code
     sources = {name: r.out_dir for name, r in reports.items()}

@@ -10,25 +10,23 @@ back to the others and its worker stops.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import requests
 
 from .client import ComfyClient, PromptError
 from .errors import RunnerError
 from .manifest import FILE_COLUMNS, Mapping, row_key, row_overrides, shard_rows
 from .outputs import IncompleteOutputs, OutputClasses, check_outputs, output_nodes
 from .overrides import Override, Target, apply_overrides, check_target, parse_value
-from .progress import ProgressBar, PromptEvents, follow_prompt
+from .progress import ProgressBar, PromptEvents
 from .results import ResultStore
 from .uploads import Uploader, file_digest, local_file
 from .workflow_format import WorkflowFormatError
@@ -89,10 +87,9 @@ def check_servers(urls: list[str], timeout_s: float = 10.0) -> None:
     bad = []
     for url in urls:
         try:
-            with urllib.request.urlopen(url.rstrip("/") + "/system_stats", timeout=timeout_s) as r:
-                r.read()
-        except (OSError, ValueError) as e:
-            bad.append(f"{url} ({getattr(e, 'reason', e)})")
+            ComfyClient(url).system_stats(timeout_s)
+        except (requests.RequestException, ValueError) as e:
+            bad.append(f"{url} ({type(e).__name__})")
     if bad:
         raise RunnerError(
             f"cannot reach ComfyUI at {', '.join(bad)}; expected a running server (python main.py --listen "
@@ -137,8 +134,8 @@ def run_job(job: Job, rows: list[dict[str, str]]) -> Report:
 
     def worker(url: str) -> None:
         client = ComfyClient(url, timeout_s=60.0)
-        uploader = Uploader(url)
-        classes = OutputClasses(client.get_json)
+        uploader = Uploader(client)
+        classes = OutputClasses(client)
         while True:
             try:
                 item = todo.get_nowait()
@@ -150,7 +147,6 @@ def run_job(job: Job, rows: list[dict[str, str]]) -> Report:
                 with lock:
                     state["live"] -= 1
                     others = state["live"] > 0
-                bar.clear_line()
                 log.error("%s stopped answering (%s); %s", url, e, "its rows go to the other servers" if others
                           else "no server left")  # fmt: skip
                 todo.put(item)
@@ -164,7 +160,6 @@ def run_job(job: Job, rows: list[dict[str, str]]) -> Report:
             with lock:
                 counts[rec["status"]] += 1
             if rec["status"] == "failed":
-                bar.clear_line()
                 log.warning("%srow %d failed after %d attempts: %s", _prefix(job), item.index, rec["attempts"],
                             rec["error"])  # fmt: skip
             elif not bar.show:
@@ -176,10 +171,11 @@ def run_job(job: Job, rows: list[dict[str, str]]) -> Report:
         threading.Thread(target=worker, args=(u,), name=f"cxr-runner-{u}", daemon=True) for u in job.servers
     ]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with bar.logging():
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
     finally:
         bar.close()
         counts["not_run"] = todo.qsize()
@@ -220,8 +216,7 @@ def _run_row(job: Job, client: ComfyClient, uploader: Uploader, classes: OutputC
             events = PromptEvents(api, bar, f"{_prefix(job)}row {item.index}")
             deadline = time.monotonic() + job.timeout_s
             prompt_id = ""
-            prompt_id, _ = follow_prompt(client.base_url, client.client_id, lambda api=api: client.queue_prompt(api),
-                                         job.timeout_s, events)  # fmt: skip
+            prompt_id, _ = client.follow(lambda api=api: client.queue_prompt(api), job.timeout_s, events)
             entry = _wait(client, prompt_id, deadline, job.timeout_s)
             check_outputs(api, entry, output_nodes(api, classes.is_output), prompt_id)
             rec = _record(
@@ -236,8 +231,11 @@ def _run_row(job: Job, client: ComfyClient, uploader: Uploader, classes: OutputC
             if isinstance(e, PromptError) and e.prompt_id:
                 # queued in part (the rest in node_errors): take it off the queue
                 prompt_id = e.prompt_id
-                _cancel(client.base_url, prompt_id)
-            if _connection_problem(e) and not _alive(client.base_url):
+                client.cancel(prompt_id)
+            if (
+                isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError))
+                and not client.alive()
+            ):
                 raise ServerDown(str(e)) from e
             error = str(e) or type(e).__name__
             log.debug("row %d attempt %d failed: %s", item.index, attempt, error)
@@ -260,19 +258,8 @@ def _wait(client: ComfyClient, prompt_id: str, deadline: float, timeout_s: float
     try:
         return client.wait(prompt_id, max(deadline - time.monotonic(), 0.5))
     except TimeoutError:
-        _cancel(client.base_url, prompt_id)
+        client.cancel(prompt_id)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout_s:g}s; cancelled") from None
-
-
-def _cancel(base_url: str, prompt_id: str) -> None:
-    """Take a timed-out prompt off the queue, or interrupt it if it is running."""
-    for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
-        req = urllib.request.Request(base_url + path, data=json.dumps(body).encode(), method="POST")
-        req.add_header("Content-Type", "application/json")
-        try:
-            urllib.request.urlopen(req, timeout=10).close()
-        except OSError as e:
-            log.debug("could not cancel %s via %s: %s", prompt_id, path, e)
 
 
 def _download(client: ComfyClient, api: dict, entry: dict, out_dir: Path, key: str,
@@ -310,20 +297,6 @@ def collect_metrics(entry: dict) -> list[dict[str, Any]]:
 
 def _id_order(nid: str) -> tuple[int, str]:
     return (int(nid), "") if nid.isdigit() else (1 << 30, nid)
-
-
-def _connection_problem(e: BaseException) -> bool:
-    if isinstance(e, urllib.error.HTTPError):
-        return False
-    return isinstance(e, (ConnectionError, urllib.error.URLError))
-
-
-def _alive(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(base_url + "/system_stats", timeout=10) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def _prefix(job: Job) -> str:

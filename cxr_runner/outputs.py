@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import urllib.parse
 from collections.abc import Callable
-from typing import Any
+
+from .client import ComfyClient
 
 log = logging.getLogger("cxr_counterfactual.runner")
 
@@ -25,8 +25,8 @@ REQUIRED_KEYS = {"SaveImage": "images", "CXRMetrics": "cxr_metrics", "CXRFID": "
 class OutputClasses:
     """Which node classes are output nodes, asked of the server once per class (``/object_info/<class>``)."""
 
-    def __init__(self, get_json: Callable[[str], Any]) -> None:
-        self._get_json = get_json
+    def __init__(self, client: ComfyClient) -> None:
+        self._client = client
         self._known: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -34,7 +34,7 @@ class OutputClasses:
         with self._lock:
             if class_type in self._known:
                 return self._known[class_type]
-        info = self._get_json("/object_info/" + urllib.parse.quote(class_type, safe=""))
+        info = self._client.object_info(class_type)
         flag = bool((info or {}).get(class_type, {}).get("output_node"))
         with self._lock:
             self._known[class_type] = flag

@@ -2,7 +2,8 @@
 
 API-format workflows keep each node's title in ``_meta.title``; a target names a
 node by that title or by its id. Titles may contain dots, input names do not,
-so the text splits at the last dot. Every node with the title is set.
+so the text splits at the last dot. Every node with the title is set
+(workflow_format.set_input: the one lookup, by title, else by id).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 import json
 from typing import Any, NamedTuple
 
-from .workflow_format import WorkflowFormatError
+from .workflow_format import WorkflowFormatError, set_input, target_nodes
 
 
 class Target(NamedTuple):
@@ -51,53 +52,14 @@ def parse_override(text: str) -> Override:
     return Override(parse_target(target), parse_value(value))
 
 
-def titles(api: dict) -> list[str]:
-    """Every node as 'title (id N)' for error messages."""
-    return [f"'{n.get('_meta', {}).get('title', nid)}' (id {nid})" for nid, n in api.items()]
-
-
-def node_ids(api: dict, node: str) -> list[str]:
-    """Ids of the nodes titled ``node``; else the node with that id; else []."""
-    hits = [nid for nid, n in api.items() if n.get("_meta", {}).get("title") == node]
-    return hits or ([node] if node in api else [])
-
-
 def check_target(api: dict, target: Target) -> list[str]:
     """The node ids ``target`` sets; raises WorkflowFormatError naming the valid titles or inputs."""
-    ids = node_ids(api, target.node)
-    if not ids:
-        raise WorkflowFormatError(
-            f"'{target}': no node titled or numbered '{target.node}'; nodes in this workflow: {', '.join(titles(api))}"
-        )
-    for nid in ids:
-        inputs = api[nid].get("inputs", {})
-        values = [k for k, v in inputs.items() if not _is_link(v)]
-        if target.input not in inputs:
-            raise WorkflowFormatError(
-                f"'{target}': node {nid} ({api[nid].get('class_type')}) has no input '{target.input}'; "
-                f"its value inputs: {', '.join(values) or '(none)'}"
-            )
-        if _is_link(inputs[target.input]):
-            raise WorkflowFormatError(
-                f"'{target}': input '{target.input}' of node {nid} is a link from another node, not a value; "
-                f"its value inputs: {', '.join(values) or '(none)'}"
-            )
-    return ids
+    return target_nodes(api, target.node, target.input)
 
 
 def apply_overrides(api: dict, overrides: list[Override]) -> dict:
     """A copy of ``api`` with every override applied (``api`` itself is unchanged)."""
     out = copy.deepcopy(api)
     for target, value in overrides:
-        for nid in check_target(out, target):
-            out[nid]["inputs"][target.input] = value
+        set_input(out, target.node, target.input, value)
     return out
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-    )

@@ -1,137 +1,60 @@
-"""Live progress from ComfyUI's websocket (``/ws?clientId=``), drawn as one line on stderr.
+"""Live progress of a run: a ``tqdm`` bar of rows, its text fed by ComfyUI's websocket events.
 
-Messages used: ``execution_start``, ``execution_cached`` (nodes reused from the
-cache), ``executing`` (``node`` null: the prompt is done), ``progress`` (sampler
-steps), ``execution_success``, ``execution_error`` and
-``execution_interrupted``. Without ``websocket-client`` or without a websocket
-the follower only submits; the caller's ``/history`` polling gives the outcome
-either way. The bar is drawn only on a terminal.
+Events used (``ComfyClient.follow`` delivers them): ``execution_cached`` (nodes
+reused from the cache), ``executing`` (the running node), ``executed``,
+``progress`` (sampler steps) and ``execution_error``. The bar is drawn only on a
+terminal; log messages go through tqdm, so they never tear the bar's line.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import contextlib
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any, TextIO
 
-log = logging.getLogger("cxr_counterfactual.runner")
-END_KINDS = ("execution_success", "execution_error", "execution_interrupted")
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 class ProgressBar:
-    """Rows done out of the total, plus the latest node and step of any worker; one line, thread-safe."""
+    """Rows done out of the total, plus the latest node and step of any worker; thread-safe."""
 
     def __init__(self, total_rows: int, show: bool | None = None, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.show = self.stream.isatty() if show is None else show
-        self.total, self.done, self.failed = total_rows, 0, 0
-        self.detail = ""
+        stream = stream or sys.stderr
+        self.show = stream.isatty() if show is None else show
+        self.failed = 0
         self._lock = threading.Lock()
-        self._last = 0.0
+        self._bar = tqdm(total=total_rows, unit="row", file=stream, disable=not self.show, mininterval=0.1,
+                         dynamic_ncols=True, bar_format="{l_bar}{bar:24}| {n_fmt}/{total_fmt} rows{postfix}")  # fmt: skip
 
     def step(self, detail: str) -> None:
         with self._lock:
-            self.detail = detail
-            self._draw(force=False)
+            self._bar.set_postfix_str(self._text(detail))
 
     def row_done(self, ok: bool) -> None:
         with self._lock:
-            self.done += 1
             self.failed += 0 if ok else 1
-            self.detail = ""
-            self._draw(force=True)
+            self._bar.set_postfix_str(self._text(""), refresh=False)
+            self._bar.update(1)
 
-    def clear_line(self) -> None:
-        """Blank the bar's line so that a log message starts at column 0."""
-        with self._lock:
-            if self.show and self._last:
-                self.stream.write("\r" + " " * 80 + "\r")
-                self.stream.flush()
+    @contextlib.contextmanager
+    def logging(self) -> Iterator[None]:
+        """Log records written above the bar (while it is shown) instead of across it."""
+        if not self.show:
+            yield
+            return
+        with logging_redirect_tqdm():
+            yield
 
     def close(self) -> None:
         with self._lock:
-            if self.show and self._last:
-                self.stream.write("\n")
-                self.stream.flush()
+            self._bar.close()
 
-    def line(self, width: int = 24) -> str:
-        filled = int(width * self.done / max(self.total, 1))
-        failed = f", {self.failed} failed" if self.failed else ""
-        return f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} rows{failed} {self.detail}"
-
-    def _draw(self, force: bool) -> None:
-        now = time.monotonic()
-        if not self.show or (not force and now - self._last < 0.1):
-            return
-        self._last = now
-        self.stream.write("\r" + self.line()[:150].ljust(80))
-        self.stream.flush()
-
-
-def follow_prompt(
-    base_url: str,
-    client_id: str,
-    submit: Callable[[], str],
-    timeout_s: float,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
-) -> tuple[str, bool]:
-    """Connect the websocket, queue the prompt (``submit`` returns its id) and stream its events until it ends.
-
-    Returns (prompt id, whether the websocket was followed). The connection is
-    opened before the prompt is queued, so no early message is missed.
-    """
-    try:
-        import websocket  # websocket-client
-    except ImportError:
-        log.debug("websocket-client is not installed; polling /history instead")
-        return submit(), False
-    url = (
-        base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + f"/ws?clientId={client_id}"
-    )
-    try:
-        ws = websocket.create_connection(url, timeout=5)
-    except (OSError, websocket.WebSocketException) as e:
-        log.debug("no websocket at %s (%s); polling /history instead", url, e)
-        return submit(), False
-    try:
-        prompt_id = submit()
-    except BaseException:
-        ws.close()
-        raise
-    try:
-        _stream(ws, websocket, prompt_id, timeout_s, on_event or (lambda kind, data: None))
-    except (OSError, websocket.WebSocketException) as e:
-        log.debug("websocket closed early (%s); polling /history instead", e)
-    finally:
-        ws.close()
-    return prompt_id, True
-
-
-def _stream(ws: Any, websocket: Any, prompt_id: str, timeout_s: float,
-            on_event: Callable[[str, dict[str, Any]], None]) -> None:  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            raw = ws.recv()
-        except websocket.WebSocketTimeoutException:
-            continue
-        if not isinstance(raw, str):
-            continue  # binary preview frames
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            continue
-        data = msg.get("data") or {}
-        if data.get("prompt_id") != prompt_id:
-            continue  # queue status broadcasts and other prompts
-        kind = msg.get("type", "")
-        on_event(kind, data)
-        if kind in END_KINDS or (kind == "executing" and data.get("node") is None):
-            return
+    def _text(self, detail: str) -> str:
+        failed = f"{self.failed} failed" if self.failed else ""
+        return ", ".join(t for t in (failed, detail) if t)
 
 
 class PromptEvents:

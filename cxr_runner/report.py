@@ -1,6 +1,6 @@
 """The full report of a study folder: tables, paired statistics, charts and the picture grid on one page.
 
-``python -m cxr_runner report RUN_DIR`` reads every ``RUN_DIR/<variant>/``
+``cxr-runner report RUN_DIR`` reads every ``RUN_DIR/<variant>/``
 holding a results.csv (as ``study`` and the cluster shards write them) and
 writes, into RUN_DIR: study.md/.csv/.png (mean ± sd), paired.md/.csv/.png
 (bootstrap CIs, Wilcoxon against the reference with Holm, effect sizes),

@@ -1,7 +1,8 @@
 """Result records of a run folder: ``results.jsonl`` (every outcome) and ``results.csv`` (one line per image).
 
 ``results.jsonl`` is the state that makes runs resumable: one JSON record per
-finished row attempt series, appended under an exclusive file lock, so several
+finished row attempt series, appended under an exclusive file lock
+(``results.jsonl.lock``, cxr_core/metrics/locking.py), so several
 processes (shards, array tasks) may share one folder; a line torn by a
 killed process is skipped on reading and closed off before the next record.
 ``results.csv`` is rewritten from it (under the same lock, atomically) at the
@@ -12,21 +13,16 @@ flattened to ``metric.<name>`` / ``metric.<group>.<name>`` columns.
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import json
 import logging
 import os
-import tempfile
-import threading
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-try:  # POSIX file locks; on Windows shards must not share a folder
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from .shared import locking
 
 log = logging.getLogger("cxr_counterfactual.runner")
 BASE_COLUMNS = ("run_id", "row_index", "row_key", "status", "attempts", "prompt_id", "server", "error",
@@ -38,7 +34,6 @@ class ResultStore:
         self.out_dir = out_dir
         self.jsonl = out_dir / "results.jsonl"
         self.csv = out_dir / "results.csv"
-        self._lock = threading.Lock()
 
     def records(self) -> list[dict[str, Any]]:
         if not self.jsonl.is_file():
@@ -66,7 +61,7 @@ class ResultStore:
     def append(self, record: dict[str, Any]) -> None:
         """Append one record under the folder's lock; a line left unfinished by a killed writer is ended first."""
         line = json.dumps(record, default=str) + "\n"  # key order kept: manifest columns stay in order
-        with self._locked() as fh:
+        with self.locked(), self.jsonl.open("a+b") as fh:
             fh.seek(0, os.SEEK_END)
             if fh.tell() > 0:
                 fh.seek(-1, os.SEEK_END)
@@ -87,32 +82,23 @@ class ResultStore:
         shard finishing later never replaces a newer table with one built from
         an older snapshot; the rename means readers never see half a file.
         """
-        with self._locked():
+        with self.locked():
             recs = sorted(self.latest().values(), key=lambda r: (r.get("row_index", 0), r.get("row_key", "")))
             lines = [line for r in recs for line in csv_lines(r)]
             columns = list(BASE_COLUMNS)
             for line in lines:
                 columns.extend(c for c in line if c not in columns)
-            fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".csv", dir=self.out_dir)
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(lines)
-            os.replace(tmp, self.csv)
+            buf = io.StringIO(newline="")
+            writer = csv.DictWriter(buf, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(lines)
+            locking.atomic_write_bytes(self.csv, buf.getvalue().encode("utf-8"))
         return self.csv
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[BinaryIO]:
-        """results.jsonl opened for appending, held under this process's and the file's exclusive lock."""
+    def locked(self) -> AbstractContextManager[None]:
+        """The folder's exclusive lock: every process (shard) and thread appending to or tabulating it."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock, self.jsonl.open("a+b") as fh:
-            if fcntl is not None:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield fh
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
+        return locking.exclusive_lock(self.jsonl, timeout_s=600.0)
 
 
 def csv_lines(rec: dict[str, Any]) -> list[dict[str, Any]]:

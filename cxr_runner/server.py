@@ -9,10 +9,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .client import ComfyClient
 
 log = logging.getLogger("cxr_counterfactual.server")
 
@@ -88,17 +88,14 @@ class LocalComfyServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
+        client = ComfyClient(self.base_url)
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(
                     f"ComfyUI exited with code {self._proc.returncode} during start:\n{self.log_tail()}"
                 )
-            try:
-                with urllib.request.urlopen(self.base_url + "/system_stats", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
+            if client.alive(timeout_s=2.0):
+                return
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"ComfyUI did not answer within {self.startup_timeout_s:.0f}s:\n{self.log_tail()}")

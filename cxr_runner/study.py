@@ -31,10 +31,10 @@ from .charts import bar_chart
 from .errors import RunnerError
 from .jobs import Job, Report, run_job
 from .manifest import Mapping, load_mapping, mapping_from_json, read_manifest
-from .overrides import Override, node_ids, parse_override
+from .overrides import Override, parse_override
 from .paired_report import write_paired_report
 from .strata import write_stratified
-from .workflow_format import WorkflowFormatError
+from .workflow_format import WorkflowFormatError, node_ids
 from .workflow_io import read_workflow, to_api
 
 log = logging.getLogger("cxr_counterfactual.runner")

@@ -143,27 +143,52 @@ def validate_ui(ui: dict, info: dict) -> list[str]:
     return problems
 
 
-def find_nodes(api: dict, title_or_id: str) -> list[str]:
-    """Node ids of an API workflow whose ``_meta.title`` (or id) is ``title_or_id``."""
-    hits = [
-        nid for nid, n in api.items() if n.get("_meta", {}).get("title") == title_or_id or nid == title_or_id
-    ]
-    if not hits:
-        titles = sorted({n.get("_meta", {}).get("title", nid) for nid, n in api.items()})
-        raise WorkflowFormatError(
-            f"no node titled '{title_or_id}'; titles in this workflow: {', '.join(titles)}"
+def is_link(value: Any) -> bool:
+    """Whether an API-format input is a link ``[node id, output slot]`` rather than a value."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
+
+
+def node_ids(api: dict, node: str) -> list[str]:
+    """Ids of the nodes whose ``_meta.title`` is ``node``; else the node with that id; else []."""
+    hits = [nid for nid, n in api.items() if (n.get("_meta") or {}).get("title") == node]
+    return hits or ([node] if node in api else [])
+
+
+def target_nodes(api: dict, node: str, name: str) -> list[str]:
+    """The ids whose value input ``name`` the address ``node.name`` sets (node by title, else by id).
+
+    Raises WorkflowFormatError naming the workflow's nodes, or the node's value inputs.
+    """
+    ids = node_ids(api, node)
+    if not ids:
+        listed = ", ".join(
+            f"'{(n.get('_meta') or {}).get('title', nid)}' (id {nid})" for nid, n in api.items()
         )
-    return hits
-
-
-def set_input(api: dict, title_or_id: str, name: str, value: Any) -> None:
-    """Set a widget input on every node with that title (in place)."""
-    for nid in find_nodes(api, title_or_id):
-        inputs = api[nid]["inputs"]
+        raise WorkflowFormatError(
+            f"'{node}.{name}': no node titled or numbered '{node}'; nodes in this workflow: {listed}"
+        )
+    for nid in ids:
+        inputs = api[nid].get("inputs", {})
+        values = ", ".join(k for k, v in inputs.items() if not is_link(v)) or "(none)"
         if name not in inputs:
             raise WorkflowFormatError(
-                f"node '{title_or_id}' ({api[nid]['class_type']}) has no input '{name}'; inputs: {', '.join(inputs)}"
+                f"'{node}.{name}': node {nid} ({api[nid].get('class_type')}) has no input '{name}'; "
+                f"its value inputs: {values}"
             )
-        if isinstance(inputs[name], list):
-            raise WorkflowFormatError(f"input '{name}' of node '{title_or_id}' is a link, not a value")
-        inputs[name] = value
+        if is_link(inputs[name]):
+            raise WorkflowFormatError(
+                f"'{node}.{name}': input '{name}' of node {nid} is a link from another node, not a value; "
+                f"its value inputs: {values}"
+            )
+    return ids
+
+
+def set_input(api: dict, node: str, name: str, value: Any) -> None:
+    """Set value input ``name`` of every node titled (else numbered) ``node``, in place."""
+    for nid in target_nodes(api, node, name):
+        api[nid]["inputs"][name] = value

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .workflow_format import FRONTEND_ONLY, WorkflowFormatError, ui_to_api
+from .workflow_format import FRONTEND_ONLY, WorkflowFormatError, is_link, ui_to_api
 
 log = logging.getLogger("cxr_counterfactual.runner")
 
@@ -73,12 +73,7 @@ def to_api(data: dict, object_info: dict | None, name: str = "workflow") -> dict
                                   f"{EXPORT_ADVICE}") from e  # fmt: skip
     for nid, node in api.items():
         for inp, value in node["inputs"].items():
-            if (
-                isinstance(value, list)
-                and len(value) == 2
-                and isinstance(value[0], str)
-                and value[0] not in api
-            ):
+            if is_link(value) and value[0] not in api:
                 raise WorkflowFormatError(
                     f"{name}: input '{inp}' of node {nid} comes from node {value[0]}, which does not run; "
                     f"{EXPORT_ADVICE}"

@@ -15,10 +15,8 @@ from ..cxr_core.heatmaps import render_heatmap
 from .attention_common import enabled_input, model_input, model_output, prompt_input, sites_input
 from .attention_patching import patch_model, require_prompt
 from .attention_sites import model_sites
-from .sockets import CATEGORY
+from .sockets import CATEGORY, AttentionMapsIO
 from .validation import require_finite
-
-AttentionMapsIO = io.Custom("CXR_ATTENTION_MAPS")
 
 
 def parse_steps(text: str) -> frozenset[int] | None:

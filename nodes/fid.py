@@ -21,12 +21,9 @@ from ..cxr_core.metrics.fid import FeatureStats, accumulate, check_set_name, fid
 from ..cxr_core.metrics.inception import InceptionFeatures, load_inception
 from ..cxr_core.metrics.prep import check_image
 from .model_files import INCEPTION, weight_files, weight_path
-from .sockets import CATEGORY
+from .sockets import CATEGORY, InceptionIO
 
 log = logging.getLogger("cxr_counterfactual.nodes.fid")
-
-# An Inception-v3 feature extractor (cxr_core.metrics.inception.InceptionFeatures).
-InceptionIO = io.Custom("CXR_INCEPTION")
 
 _STUDY_TIP = "Study name: sets of one study are compared with each other (letters, digits, '_', '-', '.')."
 

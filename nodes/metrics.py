@@ -26,12 +26,9 @@ from ..cxr_core.metrics.validity import ValidityClassifier, load_xrv_classifier,
 from ..cxr_core.organ_masks import OrganMasks
 from ..cxr_core.organ_names import normalise_organ_name
 from .model_files import CLASSIFIERS, weight_files, weight_path
-from .sockets import CATEGORY, OrganMasksIO
+from .sockets import CATEGORY, OrganMasksIO, ValidityClassifierIO
 
 log = logging.getLogger("cxr_counterfactual.nodes.metrics")
-
-# The loaded (or unavailable) torchxrayvision classifier (cxr_core.metrics.validity.ValidityClassifier).
-ValidityClassifierIO = io.Custom("CXR_VALIDITY_CLASSIFIER")
 
 
 def _organs_for_item(

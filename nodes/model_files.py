@@ -1,14 +1,16 @@
-"""Model folders of the metric nodes: weight files the user put on disk, listed for combo inputs.
+"""Model folders of the pack's nodes: weight files the user put on disk, listed for combo inputs.
 
-``models/inception`` (Inception-v3 for FID) and ``models/cxr_classifiers``
-(torchxrayvision classifier for validity) are registered with ComfyUI's
-``folder_paths`` on first use, so ``extra_model_paths.yaml`` entries with the
-same keys are searched too. Nothing is ever downloaded.
+``models/inception`` (Inception-v3 for FID), ``models/cxr_classifiers``
+(torchxrayvision classifier for validity) and ``models/cxr_segmentation``
+(torchxrayvision segmentation models of OrganMaskLoader) are registered with
+ComfyUI's ``folder_paths`` on first use, so ``extra_model_paths.yaml`` entries
+with the same keys are searched too. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import folder_paths
 
@@ -16,11 +18,18 @@ from ..cxr_core.input_paths import shown_path
 
 INCEPTION = "inception"
 CLASSIFIERS = "cxr_classifiers"
+SEGMENTATION = "cxr_segmentation"
 WEIGHT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def _ensure_folder(kind: str) -> None:
     folder_paths.add_model_folder_path(kind, os.path.join(folder_paths.models_dir, kind))
+
+
+def model_folders(kind: str) -> list[Path]:
+    """Every folder of the kind: models/<kind> and its extra_model_paths.yaml entries."""
+    _ensure_folder(kind)
+    return [Path(f) for f in folder_paths.get_folder_paths(kind)]
 
 
 def weight_files(kind: str) -> list[str]:

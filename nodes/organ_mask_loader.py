@@ -28,16 +28,17 @@ from ..cxr_core.organ_mask_loading import (
 )
 from ..cxr_core.organ_masks import OrganMasks
 from ..cxr_core.segmentation_models import SEG_MODELS
+from .model_files import SEGMENTATION, model_folders
 from .sockets import CATEGORY, GeometryIO, OrganMasksIO
 from .validation import require_finite
 
 log = logging.getLogger("cxr_counterfactual.nodes.organ_mask_loader")
 
-WEIGHTS_FOLDER = "cxr_segmentation"  # under ComfyUI's models folder
+WEIGHTS_FOLDER = SEGMENTATION  # under ComfyUI's models folder, and its extra_model_paths.yaml entries
 
 
 def weight_dirs() -> list[Path]:
-    return [Path(folder_paths.models_dir) / WEIGHTS_FOLDER]
+    return model_folders(SEGMENTATION)
 
 
 class OrganMaskLoader(io.ComfyNode):
@@ -163,8 +164,7 @@ class OrganMaskLoader(io.ComfyNode):
         image: torch.Tensor | None = None,
     ) -> io.NodeOutput:  # fmt: skip
         require_finite(cls, locals())
-        req = MaskRequest(source, path, legend, legend_json, image_id, min_quality, seg_model, organs, mask_mode,
-                          threshold)  # fmt: skip
+        req = MaskRequest(source, path, legend, legend_json, image_id, min_quality, seg_model)
         image_size = tuple(image.shape[1:3]) if image is not None else None
         grey = None
         if source == "torchxrayvision" and image is not None:

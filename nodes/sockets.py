@@ -1,4 +1,4 @@
-"""Socket types of this pack, declared once for every node."""
+"""Socket types of this pack, declared once for every node (node files import them from here)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ OrganMasksIO = io.Custom("ORGAN_MASKS")
 
 # How a radiograph was resized and padded to its working size (cxr_core.geometry.ImageGeometry).
 GeometryIO = io.Custom("CXR_GEOMETRY")
+
+# Recorded pathology-word attention of a run (cxr_core.attention.capture.AttentionMapStore).
+AttentionMapsIO = io.Custom("CXR_ATTENTION_MAPS")
+
+# An Inception-v3 feature extractor (cxr_core.metrics.inception.InceptionFeatures).
+InceptionIO = io.Custom("CXR_INCEPTION")
+
+# The loaded (or unavailable) torchxrayvision classifier (cxr_core.metrics.validity.ValidityClassifier).
+ValidityClassifierIO = io.Custom("CXR_VALIDITY_CLASSIFIER")
 
 CATEGORY = "CXR Counterfactual"
 

@@ -20,7 +20,6 @@ to ``--out``; prints the table as it goes. Needs COMFYUI_DIR (scripts/setup_host
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -33,24 +32,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "chest x-ray, left pleural effusion"
 CONFIGS = ("plain", "gate", "reweight", "correction", "all")
-
-
-def load_pack():  # noqa: ANN201
-    comfy_dir = os.environ.get("COMFYUI_DIR")
-    if not comfy_dir:
-        sys.exit("COMFYUI_DIR is not set; run: source $(bash scripts/setup_host.sh | tail -1)")
-    sys.path.insert(0, comfy_dir)
-    import comfy.cli_args
-    import torch
-
-    comfy.cli_args.args.cpu = not torch.cuda.is_available()
-    spec = importlib.util.spec_from_file_location(
-        "cxr_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["cxr_pack"] = pack
-    spec.loader.exec_module(pack)
-    return pack
 
 
 class PeakMemory:
@@ -220,11 +201,17 @@ def main() -> int:
     args = ap.parse_args()
     if args.smoke:
         args.channels, args.sizes, args.batches, args.steps, args.repeat = 32, "64", "1", 2, 1
-    load_pack()
+    import torch
+    from import_pack import NoComfyUI, import_pack, use_comfyui
+
+    try:
+        use_comfyui(cpu=not torch.cuda.is_available())
+    except NoComfyUI as e:
+        sys.exit(str(e))
+    import_pack(nodes=True)
     import comfy.model_management
     import comfy.model_patcher
     import comfy.sd1_clip
-    import torch
     from benchmark_report import write_reports
     from cxr_pack.cxr_core.random_models import build_sd15_base_model
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
+from import_pack import import_pack
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("size", "batch", "config", "seconds", "time_ratio", "peak_mib", "mem_ratio")
 
 
@@ -46,8 +45,8 @@ def markdown(rows: list[dict], env: dict) -> str:
 
 def chart(rows: list[dict], env: dict, path: Path) -> None:
     """Two panels (time ratio, memory ratio): x = (size, batch) cells in order, one line per config."""
-    sys.path.insert(0, str(REPO))
-    from cxr_runner.charts import colour, font
+    import_pack()
+    from cxr_pack.cxr_runner.charts import colour, font
 
     cells = list(dict.fromkeys((r["size"], r["batch"]) for r in rows))
     configs = [c for c in dict.fromkeys(r["config"] for r in rows) if c != "plain"]

@@ -20,14 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # cxr_runner and cxr_core only; ComfyUI runs in its own process
+from import_pack import REPO, import_pack
 
-from cxr_core.demo_assets import demo_label_map_path, demo_legend_path, demo_radiograph_path  # noqa: E402
-from cxr_runner.activity import activity_since, describe  # noqa: E402
-from cxr_runner.client import ComfyClient, output_images  # noqa: E402
-from cxr_runner.server import LocalComfyServer  # noqa: E402
-from cxr_runner.workflow_format import set_input  # noqa: E402
+import_pack()  # cxr_runner and cxr_core only; ComfyUI runs in its own process
+from cxr_pack.cxr_core.demo_assets import demo_label_map_path, demo_legend_path, demo_radiograph_path  # noqa: E402
+from cxr_pack.cxr_runner.activity import activity_since, describe  # noqa: E402
+from cxr_pack.cxr_runner.client import ComfyClient, output_images  # noqa: E402
+from cxr_pack.cxr_runner.server import LocalComfyServer  # noqa: E402
+from cxr_pack.cxr_runner.workflow_format import set_input  # noqa: E402
 
 WORKFLOW = REPO / "example_workflows" / "api" / "cxr_counterfactual_full.json"
 WHAT = {

@@ -42,33 +42,19 @@ gating and priors; not a reference segmentation.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-import types
 from pathlib import Path
 
 import cv2
 import numpy as np
+from import_pack import REPO, import_pack
 from scipy import ndimage as ndi
 
-REPO = Path(__file__).resolve().parents[1]
 LEGEND = {"1": "right_lung", "2": "left_lung", "3": "heart", "4": "mediastinum"}
 SHRINK = 4
 WEAK_THRESHOLD = 0.80
 GROW_PX = 20
 HEART_TOP = 0.57
-
-
-def _import_pack():
-    """Import the pack's cxr_core as ``cxr_pack`` without putting the repository root on sys.path."""
-    if "cxr_pack" not in sys.modules:
-        pkg = types.ModuleType("cxr_pack")
-        pkg.__path__ = [str(REPO)]
-        sys.modules["cxr_pack"] = pkg
-    return importlib.import_module("cxr_pack.cxr_core.radiograph_io"), importlib.import_module(
-        "cxr_pack.cxr_core.demo_assets"
-    )
 
 
 def _disk(r: int) -> np.ndarray:
@@ -199,7 +185,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "assets" / "demo")
     args = parser.parse_args()
-    rio, demo = _import_pack()
+    import_pack()
+    from cxr_pack.cxr_core import demo_assets as demo
+    from cxr_pack.cxr_core import radiograph_io as rio
+
     radiograph = rio.load_radiograph(demo.demo_radiograph_path())
     full = radiograph.pixels  # (1955, 1841)
     H, W = full.shape

@@ -16,12 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from import_pack import REPO, import_pack
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # cxr_runner only: it never imports ComfyUI
-
-from cxr_runner.workflow_format import input_specs, is_widget, ui_to_api, validate_ui  # noqa: E402
+import_pack()  # cxr_runner only: it never imports ComfyUI
+from cxr_pack.cxr_runner.workflow_format import input_specs, is_widget, ui_to_api, validate_ui  # noqa: E402
 
 OUT = REPO / "example_workflows"
 PROMPT = "chest x-ray, PA view, left pleural effusion"
@@ -243,8 +242,8 @@ VARIANTS = tuple(NOTES)
 
 
 def main() -> int:
-    from cxr_runner.client import ComfyClient
-    from cxr_runner.server import LocalComfyServer
+    from cxr_pack.cxr_runner.client import ComfyClient
+    from cxr_pack.cxr_runner.server import LocalComfyServer
 
     comfy_dir = os.environ.get("COMFYUI_DIR")
     if not comfy_dir:

@@ -1,30 +1,19 @@
 """Test host: the real ComfyUI (0.3.75 by default) on the CPU, and this pack.
 
 ``scripts/setup_host.sh`` prepares the host; ``COMFYUI_DIR`` points tests at
-another ComfyUI checkout. The repository root is never put on sys.path
-(its ``nodes/`` would shadow ComfyUI's ``nodes.py``): the pack is imported as
-the package ``cxr_pack``, the way ComfyUI imports it as a custom node.
+another ComfyUI checkout. The pack is imported as the package ``cxr_pack`` by
+``scripts/import_pack.py`` (pyproject.toml puts scripts/ on pytest's path).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("CXR_CACHE_DIR", Path.home() / ".cache" / "comfyui-cxr-counterfactual"))
-COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", CACHE / "ComfyUI"))
-
-if not (COMFYUI_DIR / "comfy" / "model_patcher.py").is_file():
-    raise pytest.UsageError(
-        f"No ComfyUI host at {COMFYUI_DIR}. Run `bash scripts/setup_host.sh` first, "
-        "or set COMFYUI_DIR to your ComfyUI checkout."
-    )
+from import_pack import CACHE, NoComfyUI, comfyui_dir, import_pack, use_comfyui
 
 # In-process tests run on the CPU; CXR_TEST_DEVICE=cuda runs them on the GPU (scripts/device_check.sh does,
 # for the `gpu` subset). Server tests always start ComfyUI with --cpu.
@@ -37,23 +26,11 @@ if TEST_DEVICE == "cuda":
     if not torch.cuda.is_available():
         raise pytest.UsageError("CXR_TEST_DEVICE=cuda, but torch sees no CUDA device")
 
-sys.path.insert(0, str(COMFYUI_DIR))
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = TEST_DEVICE == "cpu"
-
-
-def _load_pack() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "cxr_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cxr_pack"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_load_pack()
+try:
+    COMFYUI_DIR = use_comfyui(comfyui_dir(), cpu=TEST_DEVICE == "cpu")
+except NoComfyUI as e:
+    raise pytest.UsageError(str(e)) from None
+import_pack(nodes=True)
 logging.getLogger("cxr_counterfactual").setLevel(logging.DEBUG)
 
 

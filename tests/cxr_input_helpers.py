@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -42,31 +38,3 @@ def label_map(organs: dict[str, np.ndarray], values: dict[str, int]) -> np.ndarr
     for name, v in values.items():
         out[organs[name]] = v
     return out
-
-
-@contextmanager
-def comfy_input_dir(tmp_path: Path) -> Iterator[Path]:
-    """ComfyUI's input folder pointed at a new temporary folder, restored afterwards."""
-    import folder_paths
-
-    old = folder_paths.get_input_directory()
-    folder = tmp_path / "input"
-    folder.mkdir()
-    folder_paths.set_input_directory(str(folder))
-    try:
-        yield folder
-    finally:
-        folder_paths.set_input_directory(old)
-
-
-@contextmanager
-def comfy_input_dir_at(folder: Path) -> Iterator[Path]:
-    """ComfyUI's input folder pointed at an existing folder (read only), restored afterwards."""
-    import folder_paths
-
-    old = folder_paths.get_input_directory()
-    folder_paths.set_input_directory(str(folder))
-    try:
-        yield folder
-    finally:
-        folder_paths.set_input_directory(old)

@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import torch
+
+
+@contextmanager
+def comfy_folders(
+    input: Path | None = None, output: Path | None = None, temp: Path | None = None
+) -> Iterator[None]:
+    """ComfyUI's input, output and/or temp folder pointed at these folders (created), restored afterwards.
+
+    The one way tests redirect ComfyUI's folders (``folder_paths``), in-process.
+    """
+    import folder_paths
+
+    kinds = {"input": input, "output": output, "temp": temp}
+    old = {kind: folder_paths.get_directory_by_type(kind) for kind in kinds}
+    setters = {"input": folder_paths.set_input_directory, "output": folder_paths.set_output_directory,
+               "temp": folder_paths.set_temp_directory}  # fmt: skip
+    try:
+        for kind, folder in kinds.items():
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                setters[kind](str(folder))
+        yield
+    finally:
+        for kind, folder in old.items():
+            setters[kind](folder)
 
 
 def random_cond(seed: int, batch: int = 1, chunks: int = 1) -> list:

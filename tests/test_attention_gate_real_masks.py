@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from attention_probe import add_probe
-from cxr_input_helpers import comfy_input_dir
 from cxr_pack.cxr_core import demo_assets
 from cxr_pack.cxr_core.attention.engine import installed
 from cxr_pack.cxr_core.attention.measures import attention_probs, per_query_cross_mass
@@ -21,12 +20,13 @@ from cxr_pack.cxr_core.attention.sites import parse_site_spec
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
 from cxr_pack.nodes.radiograph_loader import CXRImageLoader
-from helpers import random_cond, sample
+from helpers import comfy_folders, random_cond, sample
 
 
 @pytest.fixture(scope="module")
 def demo_masks(tmp_path_factory):
-    with comfy_input_dir(tmp_path_factory.mktemp("demo")) as folder:
+    folder = tmp_path_factory.mktemp("demo") / "input"
+    with comfy_folders(input=folder):
         shutil.copy(demo_assets.demo_radiograph_path(), folder)
         for f in (demo_assets.DEMO_LABEL_MAP, demo_assets.DEMO_LEGEND):
             shutil.copy(f, Path(folder) / f.name)

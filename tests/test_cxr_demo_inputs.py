@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from cxr_input_helpers import comfy_input_dir
 from cxr_pack.cxr_core import demo_assets
 from cxr_pack.cxr_core.priors import thorax_mask
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
 from cxr_pack.nodes.radiograph_loader import CXRImageLoader
 from cxr_pack.nodes.spatial_prior import PathologySpatialPrior
+from helpers import comfy_folders
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_NODES = ("CXRImageLoader", "OrganMaskLoader", "PathologySpatialPrior")
@@ -24,7 +24,8 @@ INPUT_NODES = ("CXRImageLoader", "OrganMaskLoader", "PathologySpatialPrior")
 
 @pytest.fixture
 def input_dir(tmp_path: Path):
-    with comfy_input_dir(tmp_path) as folder:
+    folder = tmp_path / "input"
+    with comfy_folders(input=folder):
         yield folder
 
 

@@ -12,17 +12,18 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from cxr_input_helpers import comfy_input_dir
 from cxr_pack.cxr_core.demo_assets import demo_radiograph_path
 from cxr_pack.cxr_core.geometry import ImageGeometry
 from cxr_pack.cxr_core.input_paths import InputPathError, resolve_input_path
 from cxr_pack.cxr_core.radiograph_io import RadiographError, load_radiograph
 from cxr_pack.nodes.radiograph_loader import CXRImageLoader
+from helpers import comfy_folders
 
 
 @pytest.fixture
 def input_dir(tmp_path: Path):
-    with comfy_input_dir(tmp_path) as folder:
+    folder = tmp_path / "input"
+    with comfy_folders(input=folder):
         yield folder
 
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from cxr_input_helpers import comfy_input_dir, label_map, synthetic_chest
+from cxr_input_helpers import label_map, synthetic_chest
 from cxr_pack.cxr_core.chexmask import encode_rle
 from cxr_pack.cxr_core.geometry import GeometryError, ImageGeometry
 from cxr_pack.cxr_core.input_paths import InputPathError
@@ -20,13 +20,15 @@ from cxr_pack.cxr_core.mask_sources import MaskSourceError
 from cxr_pack.cxr_core.organ_masks import OrganMaskError, OrganMasks
 from cxr_pack.cxr_core.segmentation_models import SegmentationModelError
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
+from helpers import comfy_folders
 
 H, W = 240, 200  # original size of the synthetic radiograph
 
 
 @pytest.fixture
 def input_dir(tmp_path: Path):
-    with comfy_input_dir(tmp_path) as folder:
+    folder = tmp_path / "input"
+    with comfy_folders(input=folder):
         yield folder
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import error_cases_nodes  # noqa: F401 (registers the other nodes' cases)
 import pytest
 from error_cases import CASES, Ctx
+from helpers import comfy_folders
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 _ROW = re.compile(r"^\| `(?P<id>[a-z0-9_]+)` \| (?P<input>.+?) \| (?P<bad>.+?) \| (?P<message>.+) \|$")
@@ -54,20 +55,9 @@ def text_encoder():
 def test_row_still_produces_its_message(
     case_id: str, tmp_path: Path, model, sd1_tokenizer, text_encoder, monkeypatch
 ) -> None:
-    import folder_paths
-
     monkeypatch.delenv("CXR_MAX_PIXELS", raising=False)
     inp, out = tmp_path / "input", tmp_path / "output"
-    inp.mkdir()
-    out.mkdir()
-    old = folder_paths.get_input_directory(), folder_paths.get_output_directory()
-    folder_paths.set_input_directory(str(inp))
-    folder_paths.set_output_directory(str(out))
-    try:
-        with pytest.raises(ValueError) as err:
-            CASES[case_id](Ctx(inp, out, model, sd1_tokenizer, text_encoder))
-    finally:
-        folder_paths.set_input_directory(old[0])
-        folder_paths.set_output_directory(old[1])
+    with comfy_folders(input=inp, output=out), pytest.raises(ValueError) as err:
+        CASES[case_id](Ctx(inp, out, model, sd1_tokenizer, text_encoder))
     assert _pattern(ROWS[case_id]).fullmatch(str(err.value)), f"\ndoc:  {ROWS[case_id]}\nnow:  {err.value}"
     assert str(tmp_path) not in str(err.value), "messages must not show the server's folders"

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from cxr_input_helpers import comfy_input_dir, comfy_input_dir_at, label_map, synthetic_chest
+from cxr_input_helpers import label_map, synthetic_chest
 from cxr_pack.cxr_core import input_paths
 from cxr_pack.cxr_core.demo_assets import demo_radiograph_path
 from cxr_pack.cxr_core.input_paths import InputPathError, list_input_files
@@ -20,6 +20,7 @@ from cxr_pack.cxr_core.mask_sources import read_mask_folder, read_npz
 from cxr_pack.cxr_core.radiograph_io import RADIOGRAPH_EXTENSIONS, RadiographError, has_dicom_preamble
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
 from cxr_pack.nodes.radiograph_loader import CXRImageLoader
+from helpers import comfy_folders
 
 H, W = 120, 100
 DATA_STORE = demo_radiograph_path().parent  # pydicom-data's files
@@ -33,7 +34,8 @@ MULTI_FRAME_COLOUR = ["SC_rgb_2frame.dcm", "SC_rgb_rle_2frame.dcm", "color3d_jpe
 
 @pytest.fixture
 def input_dir(tmp_path: Path):
-    with comfy_input_dir(tmp_path) as folder:
+    folder = tmp_path / "input"
+    with comfy_folders(input=folder):
         yield folder
 
 
@@ -73,7 +75,7 @@ def test_symlink_to_a_file_elsewhere_in_the_input_folder_is_read(input_dir: Path
 # ---- item 5: DICOMs the loader cannot use --------------------------------------------------------
 @pytest.mark.parametrize("folder", [DATA_STORE, PYDICOM_FILES], ids=["pydicom-data", "pydicom"])
 def test_every_pydicom_test_file_loads_or_is_refused_for_what_it_is(folder: Path) -> None:
-    with comfy_input_dir_at(folder):
+    with comfy_folders(input=folder):
         names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
         names = [n for n in names if not n.endswith((".py", ".pyc", ".gz", ".bz2", ".json", ".txt", ".icc"))]
         loaded = refused = 0
@@ -97,7 +99,7 @@ def _home(name: str) -> Path:
 
 @pytest.mark.parametrize("name", MULTI_FRAME_COLOUR)
 def test_multi_frame_dicoms_are_refused_naming_their_frames(name: str) -> None:
-    with comfy_input_dir_at(_home(name)):
+    with comfy_folders(input=_home(name)):
         with pytest.raises(
             RadiographError, match=rf"'{name}': the DICOM holds \d+ frames .* Export the frame"
         ):
@@ -105,7 +107,7 @@ def test_multi_frame_dicoms_are_refused_naming_their_frames(name: str) -> None:
 
 
 def test_palette_colour_dicom_is_refused_naming_its_photometric_interpretation() -> None:
-    with comfy_input_dir_at(_home("examples_palette.dcm")):
+    with comfy_folders(input=_home("examples_palette.dcm")):
         with pytest.raises(
             RadiographError, match="photometric interpretation PALETTE COLOR is not supported"
         ):
@@ -113,7 +115,7 @@ def test_palette_colour_dicom_is_refused_naming_its_photometric_interpretation()
 
 
 def test_single_frame_colour_dicom_is_read_as_luminance() -> None:
-    with comfy_input_dir_at(_home("examples_rgb_color.dcm")):
+    with comfy_folders(input=_home("examples_rgb_color.dcm")):
         image = CXRImageLoader.execute("examples_rgb_color.dcm", working_size=64).result[0]
     assert image.shape == (1, 64, 64, 3) and float(image.std()) > 0.05
 
@@ -158,7 +160,7 @@ def test_dicom_cut_after_200_bytes_is_reported_as_truncated(input_dir: Path) -> 
 
 
 def test_a_report_dicom_is_named_as_what_it_is() -> None:
-    with comfy_input_dir_at(PYDICOM_FILES):
+    with comfy_folders(input=PYDICOM_FILES):
         with pytest.raises(RadiographError, match="not an image but 'Basic Text SR Storage'"):
             CXRImageLoader.execute("reportsi.dcm")
 

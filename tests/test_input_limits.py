@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from cxr_input_helpers import comfy_input_dir
 from cxr_pack.cxr_core.demo_assets import demo_radiograph_path
 from cxr_pack.cxr_core.image_limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, PixelLimitError, max_pixels
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
 from cxr_pack.nodes.radiograph_loader import CXRImageLoader
+from helpers import comfy_folders
 from PIL import Image
 
 BOMB = 8000  # an 8000 x 8000 1-bit PNG: a few KiB on disk, 64 MP (1 GB of float64) once decoded
@@ -22,7 +22,8 @@ LIMIT_TEXT = r"8000 x 8000 pixels \(64.0 MP\) is above the limit of 50.0 MP"
 @pytest.fixture
 def input_dir(tmp_path: Path, monkeypatch):
     monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
-    with comfy_input_dir(tmp_path) as folder:
+    folder = tmp_path / "input"
+    with comfy_folders(input=folder):
         yield folder
 
 

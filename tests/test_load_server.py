@@ -94,7 +94,7 @@ def _interrupt_during_correction(server: LocalComfyServer, ckpt: str, seed: int)
                 and data["data"].get("prompt_id") == pid
                 and data["data"]["value"] >= 1
             ):
-                client.interrupt()
+                client.cancel(pid)
                 break
     finally:
         ws.close()

@@ -6,12 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from cxr_input_helpers import comfy_input_dir, synthetic_chest
+from cxr_input_helpers import synthetic_chest
 from cxr_pack.cxr_core.lung_split import LungSplitError, split_lungs
 from cxr_pack.cxr_core.organ_masks import OrganMaskError, OrganMasks
 from cxr_pack.cxr_core.priors import build_prior
 from cxr_pack.nodes.lung_split import OrganMaskSplitLungs
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
+from helpers import comfy_folders
 
 H, W = 120, 100
 
@@ -83,7 +84,8 @@ def test_ambiguous_masks_are_refused_saying_why(case: str, message: str) -> None
 
 def test_node_splits_a_loaded_lungs_mask_and_the_prior_then_works(tmp_path) -> None:
     both, organs = _both()
-    with comfy_input_dir(tmp_path) as folder:
+    folder = tmp_path / "input"
+    with comfy_folders(input=folder):
         (folder / "case").mkdir()
         cv2.imwrite(str(folder / "case" / "lungs.png"), both.astype(np.uint8) * 255)
         cv2.imwrite(str(folder / "case" / "heart.png"), organs["heart"].astype(np.uint8) * 255)

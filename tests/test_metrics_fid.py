@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,12 @@ from cxr_pack.cxr_core.metrics.fid import (
     load_stats,
     stats_path,
 )
+from helpers import comfy_folders
 from metric_helpers import as_image, demo_radiograph, random_inception_file, tiny_clip_vision
 from scipy import linalg
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER_ENV = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))  # workers import the pack with import_pack
 INFO = ExtractorInfo("test", "test features", "abc123", 8)
 
 
@@ -154,14 +158,13 @@ def test_report_counts_samples_and_warns_below_the_feature_dimension(tmp_path: P
 
 
 _WORKER = r"""
-import importlib.util, sys, torch
-spec = importlib.util.spec_from_file_location("cxrm", sys.argv[1], submodule_search_locations=[sys.argv[2]])
-m = importlib.util.module_from_spec(spec); sys.modules["cxrm"] = m; spec.loader.exec_module(m)
-import importlib
-fid = importlib.import_module("cxrm.fid"); feats = importlib.import_module("cxrm.features")
+import sys, torch
+from import_pack import import_pack
+import_pack()
+from cxr_pack.cxr_core.metrics import features as feats, fid
 info = feats.ExtractorInfo("test", "test features", "abc123", 8)
-path = fid.stats_path(sys.argv[3], "conc", "real")
-w = int(sys.argv[4])
+path = fid.stats_path(sys.argv[1], "conc", "real")
+w = int(sys.argv[2])
 for k in range(5):
     x = torch.full((3, 8), float(w * 5 + k), dtype=torch.float64)
     fid.accumulate(path, fid.FeatureStats.from_features(x, info))
@@ -169,11 +172,8 @@ for k in range(5):
 
 
 def test_concurrent_processes_never_lose_samples(tmp_path: Path) -> None:
-    pkg = REPO / "cxr_core" / "metrics"
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(pkg / "__init__.py"), str(pkg), str(tmp_path), str(w)]
-        )
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(w)], env=WORKER_ENV)
         for w in range(6)
     ]
     assert all(p.wait(timeout=300) == 0 for p in procs)
@@ -245,14 +245,9 @@ def test_inception_refuses_pickles_and_foreign_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def comfy_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import folder_paths
-
-    out = tmp_path / "output"
-    out.mkdir()
-    monkeypatch.setattr(folder_paths, "output_directory", str(out))
-    monkeypatch.setattr(folder_paths, "temp_directory", str(tmp_path / "temp"))
-    return out
+def comfy_dirs(tmp_path: Path) -> Iterator[Path]:
+    with comfy_folders(output=tmp_path / "output", temp=tmp_path / "temp"):
+        yield tmp_path / "output"
 
 
 def test_fid_nodes_with_inception(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +18,17 @@ from cxr_pack.cxr_core.metrics.csv_log import CSV_COLUMNS
 from cxr_pack.cxr_core.metrics.validity import ValidityClassifier, load_xrv_classifier
 from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.nodes.metrics import CXRMetrics
+from helpers import comfy_folders
 from metric_helpers import as_image, demo_pairs, tiny_clip_vision
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER_ENV = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))  # workers import the pack with import_pack
 
 
 @pytest.fixture
-def out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import folder_paths
-
-    out = tmp_path / "output"
-    out.mkdir()
-    monkeypatch.setattr(folder_paths, "output_directory", str(out))
-    monkeypatch.setattr(folder_paths, "temp_directory", str(tmp_path / "temp"))
-    return out
+def out_dir(tmp_path: Path) -> Iterator[Path]:
+    with comfy_folders(output=tmp_path / "output", temp=tmp_path / "temp"):
+        yield tmp_path / "output"
 
 
 def _organs(shape: tuple[int, int]) -> OrganMasks:
@@ -212,32 +211,28 @@ def test_bad_inputs_name_the_input(out_dir: Path) -> None:
 
 
 _WORKER = r"""
-import importlib, importlib.util, sys
-spec = importlib.util.spec_from_file_location("cxrm", sys.argv[1], submodule_search_locations=[sys.argv[2]])
-m = importlib.util.module_from_spec(spec); sys.modules["cxrm"] = m; spec.loader.exec_module(m)
-csv_log = importlib.import_module("cxrm.csv_log")
+import sys
+from import_pack import import_pack
+import_pack()
+from cxr_pack.cxr_core.metrics import csv_log
 import time
 from pathlib import Path
-w = int(sys.argv[4])
-go = Path(sys.argv[3] + ".go")
+w = int(sys.argv[2])
+go = Path(sys.argv[1] + ".go")
 while not go.exists():  # start together, so that the appends really overlap
     time.sleep(0.001)
 for k in range(10):
     # rows of ~20 kB: each append needs several write() calls, which interleave without the lock
     rec = {"run_tag": f"w{w}-r{k}", "image_index": k, "ssim_global": 0.5,
            "null_reasons": {"clip_i": f"w{w} long reason " * 1200}}
-    csv_log.append_records(Path(sys.argv[3]), [rec, dict(rec, image_index=k + 100)])
+    csv_log.append_records(Path(sys.argv[1]), [rec, dict(rec, image_index=k + 100)])
 """
 
 
 def test_csv_appends_from_concurrent_processes_never_interleave(tmp_path: Path) -> None:
-    pkg = REPO / "cxr_core" / "metrics"
     path = tmp_path / "conc.csv"
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(pkg / "__init__.py"), str(pkg), str(path), str(w)]
-        )
-        for w in range(8)
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(w)], env=WORKER_ENV) for w in range(8)
     ]
     time.sleep(1.0)
     Path(str(path) + ".go").touch()
@@ -258,13 +253,10 @@ def test_csv_appends_from_concurrent_processes_never_interleave(tmp_path: Path) 
 def test_a_held_lock_blocks_other_writers(tmp_path: Path) -> None:
     from cxr_pack.cxr_core.metrics.locking import exclusive_lock
 
-    pkg = REPO / "cxr_core" / "metrics"
     path = tmp_path / "held.csv"
     Path(str(path) + ".go").touch()
     with exclusive_lock(path):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(pkg / "__init__.py"), str(pkg), str(path), "0"]
-        )
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "0"], env=WORKER_ENV)
         time.sleep(2.0)
         assert proc.poll() is None and not path.exists(), "a writer went ahead while the lock was held"
     assert proc.wait(timeout=120) == 0

@@ -16,8 +16,9 @@ from cxr_pack.cxr_runner.datasets.command import build_study_folder
 from cxr_pack.cxr_runner.datasets.design import cells
 from cxr_pack.cxr_runner.errors import RunnerError
 from cxr_pack.cxr_runner.manifest import load_mapping, read_manifest
-from cxr_pack.cxr_runner.overrides import check_target, node_ids
+from cxr_pack.cxr_runner.overrides import check_target
 from cxr_pack.cxr_runner.study import load_study
+from cxr_pack.cxr_runner.workflow_format import node_ids
 from cxr_pack.cxr_runner.workflow_io import read_workflow
 from dataset_helpers import encode_rle, make_chexpert, make_mimic, make_nih, organ_masks
 

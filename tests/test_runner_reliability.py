@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import threading
 import time
@@ -14,6 +13,7 @@ from cxr_pack.cxr_runner.client import ComfyClient
 from cxr_pack.cxr_runner.jobs import Job, run_job
 from cxr_pack.cxr_runner.outputs import IncompleteOutputs, check_outputs, missing_outputs, output_nodes
 from cxr_pack.cxr_runner.results import ResultStore, read_results_csv
+from filelock import FileLock
 from runner_helpers import empty_image_workflow, image_metrics_workflow
 
 OUTPUT_CLASSES = {"SaveImage", "CXRMetrics", "PreviewImage"}
@@ -102,14 +102,12 @@ def test_results_csv_is_built_inside_the_lock(tmp_path: Path) -> None:
     """A shard's rewrite of results.csv waits for a writer holding the lock and then includes its record."""
     store = ResultStore(tmp_path)
     store.append(_record(0))
-    with store.jsonl.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # another shard, in the middle of appending
+    with FileLock(str(store.jsonl) + ".lock"), store.jsonl.open("a") as fh:  # another shard, mid-append
         writer = threading.Thread(target=store.write_csv)
         writer.start()
         time.sleep(0.3)
         fh.write(json.dumps(_record(1)) + "\n")
         fh.flush()
-        fcntl.flock(fh, fcntl.LOCK_UN)
     writer.join(10)
     assert sorted(x["row_index"] for x in read_results_csv(tmp_path)) == ["0", "1"], (
         "a table built from the snapshot before the other shard's append would lack row 1"

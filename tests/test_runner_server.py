@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cxr_pack.cxr_runner import progress
 from cxr_pack.cxr_runner.cli import main
 from cxr_pack.cxr_runner.jobs import Job, run_job
 from cxr_pack.cxr_runner.manifest import parse_mapping, read_manifest
@@ -160,10 +159,9 @@ def test_websocket_progress_and_polling_fallback(
     api = empty_image_workflow(prefix="ws")
     api["1"]["inputs"]["color"] = 1234
     events: list[str] = []
-    prompt_id, followed = progress.follow_prompt(
-        comfy_server.base_url, comfy_client.client_id, lambda: comfy_client.queue_prompt(api), 60,
-        lambda kind, data: events.append(kind),
-    )  # fmt: skip
+    prompt_id, followed = comfy_client.follow(
+        lambda: comfy_client.queue_prompt(api), 60, lambda kind, data: events.append(kind)
+    )
     assert followed and prompt_id
     assert (
         events[0] == "execution_start"

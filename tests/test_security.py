@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from cxr_input_helpers import comfy_input_dir, label_map, synthetic_chest
+from cxr_input_helpers import label_map, synthetic_chest
 from cxr_pack.cxr_core.demo_assets import demo_radiograph_path
 from cxr_pack.cxr_core.input_paths import InputPathError, shown_path
 from cxr_pack.cxr_core.metrics.locking import safe_output_path
@@ -21,7 +21,7 @@ from cxr_pack.nodes.metrics import CXRMetrics
 from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
 from cxr_pack.nodes.radiograph_loader import CXRImageLoader
 from cxr_pack.nodes.spatial_prior import PathologySpatialPrior
-from helpers import random_cond, sample
+from helpers import comfy_folders, random_cond, sample
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_SOURCES = sorted(p for d in ("nodes", "cxr_core", "cxr_runner") for p in (REPO / d).rglob("*.py"))
@@ -99,7 +99,8 @@ def _file_inputs(outside: Path) -> dict[str, tuple]:
 
 @pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink", "symlinked_folder"])
 def test_every_file_input_stays_inside_the_input_folder(tmp_path: Path, outside: Path, trick: str) -> None:
-    with comfy_input_dir(tmp_path) as inp:
+    inp = tmp_path / "input"
+    with comfy_folders(input=inp):
         shutil.copy(outside / "labels.png", inp / "inside.png")
         os.symlink(outside, inp / "linkdir")
         for label, (call, target) in _file_inputs(outside).items():
@@ -115,7 +116,8 @@ def test_every_file_input_stays_inside_the_input_folder(tmp_path: Path, outside:
 def test_every_file_inside_a_folder_input_and_the_auto_sidecar_stays_inside(
     tmp_path: Path, outside: Path
 ) -> None:
-    with comfy_input_dir(tmp_path) as inp:
+    inp = tmp_path / "input"
+    with comfy_folders(input=inp):
         (inp / "case").mkdir()
         shutil.copy(outside / "case" / "right_lung.png", inp / "case" / "right_lung.png")
         os.symlink(outside / "case" / "left_lung.png", inp / "case" / "left_lung.png")
@@ -142,17 +144,11 @@ def test_csv_names_stay_inside_the_output_folder(tmp_path: Path, name: str) -> N
 
 
 def test_metrics_node_refuses_an_escaping_csv_name_before_writing(tmp_path: Path) -> None:
-    import folder_paths
-
-    old = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path / "output"))
-    try:
+    with comfy_folders(output=tmp_path / "output"):
         img = torch.rand(1, 32, 32, 3)
         with pytest.raises(ValueError, match="csv_name"):
             CXRMetrics.execute(img, img, torch.ones(1, 32, 32), csv_name="../../escape.csv")
         assert not any(p.suffix == ".csv" for p in tmp_path.rglob("*"))
-    finally:
-        folder_paths.set_output_directory(old)
 
 
 def test_shown_paths_hide_the_servers_layout(tmp_path: Path) -> None:
@@ -181,14 +177,11 @@ sys.addaudithook(_audit)  # audit hooks cannot be removed; this one records only
 
 
 def test_a_whole_counterfactual_pipeline_opens_no_network_connection(tmp_path: Path, tiny_model) -> None:
-    import folder_paths
-
-    with comfy_input_dir(tmp_path) as inp:
+    inp = tmp_path / "input"
+    with comfy_folders(input=inp, output=tmp_path / "output"):
         shutil.copy(demo_radiograph_path(), inp / "film.dcm")
         organs = synthetic_chest(1955, 1841)
         cv2.imwrite(str(inp / "labels.png"), label_map(organs, {"right_lung": 1, "left_lung": 2, "heart": 3}))
-        old_out = folder_paths.get_output_directory()
-        folder_paths.set_output_directory(str(tmp_path / "output"))
         _watching[0] = True
         try:
             image, geometry, _ = CXRImageLoader.execute("film.dcm", working_size=128).result
@@ -205,7 +198,6 @@ def test_a_whole_counterfactual_pipeline_opens_no_network_connection(tmp_path: P
             CXRMetrics.execute(image, fake, prior, run_tag="net", csv_name="net/metrics.csv")
         finally:
             _watching[0] = False
-            folder_paths.set_output_directory(old_out)
     assert torch.isfinite(latent).all()
     assert _seen == [], f"network calls at run time: {_seen[:5]}"
     # the hook does see a connection when one is made

@@ -1,9 +1,10 @@
 """Per-image anatomy-preservation and localisation figures (README.md, "Metrics").
 
 For one grey pair x0 (original), x1 (counterfactual) and a soft target region m:
-- SSIM map averaged globally, outside (weight 1 - m), inside (weight m) and per
-  organ (weight = organ mask), all over the interior the SSIM map covers;
-- PSNR = 10 log10(1 / MSE) (data range 1) and MAE, globally and outside;
+- every metric of registry.py with a ``measure`` over its region: SSIM map
+  averaged (over the interior the map covers), PSNR = 10 log10(1 / MSE) (data
+  range 1) or MAE, over the image, outside (weight 1 - m) or inside (weight m);
+- SSIM per organ (weight = organ mask);
 - edit localisation = sum(m |x1 - x0|) / sum(|x1 - x0|).
 
 A figure that does not exist is None with a reason in ``null_reasons``: an empty
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .registry import METRICS
 from .ssim import RADIUS, compute_dtype, crop_to_map, ssim_map, weighted_mean
 
 # region sums below this (in pixels of weight) count as empty
@@ -27,19 +29,17 @@ _EMPTY = 1e-6
 
 @dataclass
 class PairScores:
-    ssim_global: float
-    ssim_outside: float | None
-    ssim_inside: float | None
-    psnr_global_db: float | None  # math.inf for identical images
-    psnr_outside_db: float | None
-    mae_global: float
-    mae_outside: float | None
-    mae_inside: float | None
-    localisation: float | None
-    region_fraction: float
-    max_abs_diff: float
+    """{metric name: value} of one pair (registry.py names; attribute access reads them too)."""
+
+    values: dict[str, float | None]  # math.inf for the PSNR of identical images
     ssim_organs: dict[str, float | None] = field(default_factory=dict)
     null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> float | None:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
@@ -47,10 +47,6 @@ def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
     if mse <= 0.0:
         return math.inf
     return 10.0 * math.log10(data_range * data_range / mse)
-
-
-def _opt(t: torch.Tensor | None) -> float | None:
-    return None if t is None else float(t)
 
 
 def pair_scores(
@@ -63,45 +59,30 @@ def pair_scores(
     dtype = compute_dtype(x1.device)
     a, b = x0.to(x1.device, dtype), x1.to(dtype)
     m = region.to(x1.device, dtype)
-    inv = 1.0 - m
-    reasons: dict[str, str] = {}
-    region_px = float(m.sum())
-    outside_px = float(inv.sum())
-
+    weights = {"image": None, "outside": 1.0 - m, "inside": m}
+    empty = {"outside": "target region covers the whole image", "inside": "target region is empty"}
     smap = ssim_map(a, b)  # (H-2r, W-2r)
-    m_c, inv_c = crop_to_map(m), crop_to_map(inv)
-    ssim_global = float(smap.mean())
-    ssim_outside = weighted_mean(smap, inv_c) if float(inv_c.sum()) > _EMPTY else None
-    ssim_inside = weighted_mean(smap, m_c) if float(m_c.sum()) > _EMPTY else None
-    if region_px <= _EMPTY:
-        reasons["ssim_inside"] = "target region is empty"
-    elif ssim_inside is None:
-        reasons["ssim_inside"] = f"target region lies within the {RADIUS}-pixel border SSIM excludes"
-    if outside_px <= _EMPTY:
-        reasons["ssim_outside"] = "target region covers the whole image"
-    elif ssim_outside is None:
-        reasons["ssim_outside"] = f"outside of the region lies within the {RADIUS}-pixel border SSIM excludes"
-
-    d = b - a
-    ad = d.abs()
-    sq = d * d
-    mse = float(sq.mean())
-    mae_global = float(ad.mean())
-    if outside_px > _EMPTY:
-        mse_out = float((sq * inv).sum() / inv.sum())
-        mae_outside = float((ad * inv).sum() / inv.sum())
-        psnr_outside = psnr_from_mse(mse_out)
-    else:
-        mae_outside = psnr_outside = None
-        reasons["mae_outside"] = reasons["psnr_outside_db"] = "target region covers the whole image"
-    if region_px > _EMPTY:
-        mae_inside = float((ad * m).sum() / m.sum())
-    else:
-        mae_inside = None
-        reasons["mae_inside"] = "target region is empty"
+    ad = (b - a).abs()
+    values: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
+    for metric in METRICS:
+        if not metric.measure:
+            continue
+        w = weights[metric.region]
+        if w is not None and float(w.sum()) <= _EMPTY:
+            values[metric.name], reasons[metric.name] = None, empty[metric.region]
+        elif metric.measure == "ssim":
+            values[metric.name] = float(smap.mean()) if w is None else _ssim(smap, w)
+            if values[metric.name] is None:
+                where = "target region" if metric.region == "inside" else "outside of the region"
+                reasons[metric.name] = f"{where} lies within the {RADIUS}-pixel border SSIM excludes"
+        elif metric.measure == "psnr":
+            values[metric.name] = psnr_from_mse(_mean(ad * ad, w))
+        else:  # mae
+            values[metric.name] = _mean(ad, w)
 
     total = float(ad.sum())
-    if region_px <= _EMPTY:
+    if float(m.sum()) <= _EMPTY:
         localisation = None
         reasons["localisation"] = "target region is empty"
     elif total <= 0.0:
@@ -112,24 +93,18 @@ def pair_scores(
 
     organ_scores: dict[str, float | None] = {}
     for name, om in (organs or {}).items():
-        w = crop_to_map(om.to(x1.device, dtype))
-        value = weighted_mean(smap, w) if float(w.sum()) > _EMPTY else None
-        organ_scores[name] = _opt(value)
-        if value is None:
+        organ_scores[name] = _ssim(smap, om.to(x1.device, dtype))
+        if organ_scores[name] is None:
             reasons[f"ssim_organs.{name}"] = f"organ mask lies within the {RADIUS}-pixel border SSIM excludes"
+    values.update(localisation=localisation, region_fraction=float(m.mean()), max_abs_diff=float(ad.max()))
+    return PairScores(values, organ_scores, reasons)
 
-    return PairScores(
-        ssim_global=ssim_global,
-        ssim_outside=_opt(ssim_outside),
-        ssim_inside=_opt(ssim_inside),
-        psnr_global_db=psnr_from_mse(mse),
-        psnr_outside_db=psnr_outside,
-        mae_global=mae_global,
-        mae_outside=mae_outside,
-        mae_inside=mae_inside,
-        localisation=localisation,
-        region_fraction=float(m.mean()),
-        max_abs_diff=float(ad.max()),
-        ssim_organs=organ_scores,
-        null_reasons=reasons,
-    )
+
+def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> float:
+    return float(x.mean() if weight is None else (x * weight).sum() / weight.sum())
+
+
+def _ssim(smap: torch.Tensor, weight: torch.Tensor) -> float | None:
+    """The SSIM map averaged with ``weight`` over the interior it covers; None when no weight lies there."""
+    w = crop_to_map(weight)
+    return float(weighted_mean(smap, w)) if float(w.sum()) > _EMPTY else None

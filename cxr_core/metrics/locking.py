@@ -3,8 +3,9 @@
 Files the metrics write (CSV logs, FID statistics) are named by users in a
 workflow, so a name must stay inside the output folder: no absolute paths, no
 ``..``, no drive letters. Writers take an exclusive lock on a sidecar
-``<file>.lock`` (fcntl on POSIX, msvcrt on Windows), so concurrent prompts,
-even from several ComfyUI processes sharing the folder, never interleave.
+``<file>.lock`` (``filelock``: POSIX and Windows), so concurrent prompts, even
+from several ComfyUI processes or runner shards sharing the folder, never
+interleave. Torch-free: the runner uses it too.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import contextlib
 import logging
 import os
 import re
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from filelock import FileLock, Timeout
 
 log = logging.getLogger("cxr_counterfactual.metrics.locking")
 
@@ -58,59 +61,24 @@ def safe_output_path(output_dir: str | os.PathLike, name: str, input_name: str, 
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path, timeout_s: float = 120.0) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` for the duration of the block."""
-    lock_path = Path(str(path) + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold an exclusive lock on ``<path>.lock`` (``filelock``) for the duration of the block.
+
+    Raises TimeoutError when another holder keeps it longer than ``timeout_s``.
+    """
+    lock = FileLock(str(path) + ".lock", timeout=timeout_s)
     try:
-        _acquire(fd, lock_path, timeout_s)
-        try:
-            yield
-        finally:
-            _release(fd)
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(f"could not lock {lock.lock_file} within {timeout_s:.0f}s") from None
+    try:
+        yield
     finally:
-        os.close(fd)
-
-
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _acquire(fd: int, lock_path: Path, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not lock {lock_path} within {timeout_s:.0f}s") from None
-                time.sleep(0.05)
-
-    def _release(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _acquire(fd: int, lock_path: Path, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not lock {lock_path} within {timeout_s:.0f}s") from None
-                time.sleep(0.02)
-
-    def _release(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        lock.release()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

@@ -1,6 +1,7 @@
 """The per-image metrics record: JSON-safe dict and readable summary lines.
 
-One record per image (the README's "JSON report" lists every field). Non-finite
+One record per image (the README's "JSON record" lists every field; the metrics
+are registry.py's, in its order). Non-finite
 numbers never reach JSON: a missing figure is ``null`` with its reason in
 ``null_reasons``; an infinite PSNR (identical images, MSE 0) is ``null`` with
 ``psnr_*_infinite: true`` and a reason.
@@ -12,6 +13,7 @@ import math
 from typing import Any
 
 from .image_scores import PairScores
+from .registry import METRICS, REGION_TEXT
 
 SCHEMA_VERSION = 1
 
@@ -33,17 +35,12 @@ def build_record(
     clip_reason: str | None,
     validity: dict[str, Any],
 ) -> dict[str, Any]:
+    """One image's record: run fields, then every metric of the registry in its order."""
     reasons = dict(scores.null_reasons)
-    psnr_inf = {}
-    for key in ("psnr_global_db", "psnr_outside_db"):
-        value = getattr(scores, key)
-        psnr_inf[key] = value is not None and math.isinf(value)
-        if psnr_inf[key]:
-            where = "outside the region" if key == "psnr_outside_db" else "the images"
-            reasons[key] = f"infinite: {where} are identical (MSE 0)"
     if clip_i is None and clip_reason:
         reasons["clip_i"] = clip_reason
-    return {
+    values = {**scores.values, "clip_i": clip_i}
+    rec: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_tag": run_tag,
         "image_index": image_index,
@@ -52,25 +49,22 @@ def build_record(
         "width": size[1],
         "original_channels": channels[0],
         "counterfactual_channels": channels[1],
-        "region_fraction": _finite(scores.region_fraction),
-        "ssim_global": _finite(scores.ssim_global),
-        "ssim_outside": _finite(scores.ssim_outside),
-        "ssim_inside": _finite(scores.ssim_inside),
-        "ssim_organs": {k: _finite(v) for k, v in scores.ssim_organs.items()},
-        "excluded_organs": list(excluded_organs),
-        "psnr_global_db": _finite(scores.psnr_global_db),
-        "psnr_global_infinite": psnr_inf["psnr_global_db"],
-        "psnr_outside_db": _finite(scores.psnr_outside_db),
-        "psnr_outside_infinite": psnr_inf["psnr_outside_db"],
-        "mae_global": _finite(scores.mae_global),
-        "mae_outside": _finite(scores.mae_outside),
-        "mae_inside": _finite(scores.mae_inside),
-        "localisation": _finite(scores.localisation),
-        "max_abs_diff": _finite(scores.max_abs_diff),
-        "clip_i": _finite(clip_i),
-        "validity": validity,
-        "null_reasons": reasons,
     }
+    for metric in METRICS:
+        if metric.kind == "validity":
+            rec[metric.name] = validity
+        elif metric.kind == "per_organ":
+            rec[metric.name] = {k: _finite(v) for k, v in scores.ssim_organs.items()}
+            rec["excluded_organs"] = list(excluded_organs)
+        else:
+            value = values.get(metric.name)
+            rec[metric.name] = _finite(value)
+            if metric.infinite_flag:
+                rec[metric.infinite_flag] = value is not None and math.isinf(value)
+                if rec[metric.infinite_flag]:
+                    reasons[metric.name] = f"infinite: {REGION_TEXT[metric.region]} are identical (MSE 0)"
+    rec["null_reasons"] = reasons
+    return rec
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:

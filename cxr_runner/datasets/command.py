@@ -1,4 +1,4 @@
-"""``python -m cxr_runner dataset LAYOUT SOURCE --chexmask CSV --out DIR``: a study folder from a dataset.
+"""``cxr-runner dataset LAYOUT SOURCE --chexmask CSV --out DIR``: a study folder from a dataset.
 
 Writes into DIR: ``manifest.csv`` (one row per counterfactual: image, masks,
 mask_id, pathology, side, extent, seed, prompt, words, target_organs, view,

@@ -1,0 +1,33 @@
+"""The Comfy Registry metadata as ComfyUI itself reads it, and the workflow that publishes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = "https://raw.githubusercontent.com/cxr-counterfactual/comfyui-cxr-counterfactual/main/"
+
+
+def test_registry_fields_parse_with_comfyuis_reader() -> None:
+    from comfy_config.config_parser import extract_node_configuration
+
+    config = extract_node_configuration(str(REPO))
+    comfy, project = config.tool_comfy, config.project
+    assert comfy.publisher_id == "cxr-counterfactual" and comfy.display_name
+    assert comfy.web == "js" and (REPO / comfy.web / "cxr_counterfactual.js").is_file()
+    assert comfy.icon.startswith(RAW) and (REPO / comfy.icon.removeprefix(RAW)).is_file(), comfy.icon
+    assert project.supported_comfyui_version == ">=0.3.75"
+    assert project.supported_os == ["OS Independent"] and project.supported_accelerators == [
+        "GPU :: NVIDIA CUDA"
+    ]
+    assert project.urls.repository and project.license.file == "LICENSE"
+    # the node pack's own requirements are the registry's dependencies
+    reqs = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    assert {r for r in reqs if r and not r.startswith("#")} == set(project.dependencies)
+
+
+def test_publish_workflow_runs_the_registry_action_when_pyproject_changes() -> None:
+    text = (REPO / ".github" / "workflows" / "publish.yml").read_text(encoding="utf-8")
+    assert "uses: Comfy-Org/publish-node-action@v1" in text
+    assert "personal_access_token: ${{ secrets.REGISTRY_ACCESS_TOKEN }}" in text
+    assert 'paths: ["pyproject.toml"]' in text and "workflow_dispatch" in text
