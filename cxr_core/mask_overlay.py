@@ -83,20 +83,18 @@ def draw_legend(
     widths = [cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for n in names]
     box_w = min(w, pad * 3 + line + max(widths))
     box_h = min(h, pad * 2 + line * len(names))
-    out = []
-    for i in range(b):
-        img = np.ascontiguousarray(
-            (preview[i].detach().cpu().float().clamp(0, 1).numpy() * 255).astype(np.uint8)
-        )
-        img[:box_h, :box_w] = (img[:box_h, :box_w] * 0.35).astype(np.uint8)  # darken behind the legend
+    out = preview.detach().cpu().float().clone()
+    for i in range(b):  # only the legend's box is redrawn (8-bit); the rest of the preview is left exact
+        box = out[i, :box_h, :box_w].clamp(0, 1).numpy()
+        img = np.ascontiguousarray((box * 255 * 0.35).astype(np.uint8))  # darkened behind the legend
         for k, (name, col) in enumerate(zip(names, colours, strict=True)):
             y = pad + k * line
-            rgb = tuple(int(c * 255) for c in col)
+            rgb = tuple(int(round(c * 255)) for c in col)
             cv2.rectangle(img, (pad, y + 2), (pad + line - 4, y + line - 2), rgb, thickness=-1)
             cv2.putText(img, name, (pad * 2 + line - 4, y + line - 4 - line // 6), cv2.FONT_HERSHEY_SIMPLEX,
                         scale, (255, 255, 255), thick, cv2.LINE_AA)  # fmt: skip
-        out.append(torch.from_numpy(img.astype(np.float32) / 255.0))
-    return torch.stack(out)
+        out[i, :box_h, :box_w] = torch.from_numpy(img.astype(np.float32) / 255.0)
+    return out
 
 
 def organ_preview(image: torch.Tensor | None, names: tuple[str, ...], masks: torch.Tensor) -> torch.Tensor:
