@@ -34,8 +34,8 @@ def metrics_table(records: list[dict[str, Any]], notes: list[str] | None = None)
     columns = ["metric", *(f"image {r['image_index']}" for r in records)]
     rows = []
     for key, label, decimals, unit in ROWS:
-        infinite = key.replace("_db", "_infinite") if key.endswith("_db") else None  # PSNR of identical images
-        rows.append([label, *(_fmt(r[key], decimals, unit, bool(infinite and r.get(infinite))) for r in records)])
+        inf_key = key.replace("_db", "_infinite") if key.endswith("_db") else ""  # PSNR of identical images
+        rows.append([label, *(_fmt(r[key], decimals, unit, bool(r.get(inf_key))) for r in records)])
     rows.append(["Region fraction", *(_fmt(None if r["region_fraction"] is None else 100 * r["region_fraction"],
                                            1, " %") for r in records)])  # fmt: skip
     organs = list(dict.fromkeys(name for r in records for name in r["ssim_organs"]))
