@@ -54,6 +54,8 @@ class Editor:
         page.on("request", lambda r: self.requests.append(r.url))
 
     def open(self) -> None:
+        # a returning user: no first-run template dialog over the canvas
+        self.page.request.post(f"{self.base_url}/api/settings/Comfy.TutorialCompleted", data="true")
         self.page.goto(self.base_url)
         self.page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
         self.page.wait_for_timeout(1500)
@@ -67,6 +69,15 @@ class Editor:
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, ARTEFACTS / path.name)
         return path
+
+    def frame(self, x: float, y: float, scale: float) -> None:
+        """Show graph point (x, y) near the top-left of the canvas (right of the sidebar, below the menus)."""
+        self.js(
+            """([x, y, s]) => { app.canvas.ds.scale = s; app.canvas.ds.offset = [90 / s - x, 130 / s - y];
+                               app.graph.setDirtyCanvas(true, true); }""",
+            [x, y, scale],
+        )
+        self.page.wait_for_timeout(600)
 
     def pack_errors(self) -> list[str]:
         return [e for e in self.console + self.failed if any(m in e for m in PACK_MARKERS)]
@@ -92,8 +103,10 @@ class Editor:
         )
 
     def close_dialogs(self) -> None:
-        self.page.keyboard.press("Escape")
-        self.page.wait_for_timeout(200)
+        close = self.page.locator(".p-dialog button:has(i.pi-times)")
+        while close.count():
+            close.first.click()
+            self.page.wait_for_timeout(300)
 
 
 def _write_dicom(path: Path, h: int = 240, w: int = 200) -> None:
@@ -163,24 +176,19 @@ def test_every_node_has_a_help_page_the_editor_fetches(editor, comfy_client) -> 
             "async (n) => (await fetch(`extensions/comfyui-cxr-counterfactual/docs/${n}/en.md`)).status", node
         )
         assert status == 200, f"{node}: help page status {status}"
-    # the editor's own help panel (node library -> '?') for one node: it fetches our page, not a 404
+    # the editor's own help panel (node library, '?' on the node): it fetches our page, with no 404
     before = len(editor.requests)
     editor.js("() => app.extensionManager.command.execute('Workspace.ToggleSidebarTab.node-library')")
-    editor.page.wait_for_timeout(800)
-    search = editor.page.locator(".node-lib-search-box input, input[placeholder*='Search']").first
-    search.fill("CXR Metrics")
-    editor.page.wait_for_timeout(1200)
-    item = editor.page.locator(".node-lib-node-container, .tree-explorer-node-label").filter(
-        has_text="CXR Metrics"
-    )
+    editor.page.locator("input.search-box-input").first.fill("CXR Metrics")
+    item = editor.page.locator(".p-tree-node-content", has_text="CXR Metrics (SSIM")
     item.first.hover()
-    help_button = editor.page.locator("button[aria-label*='help' i], .help-button, button .pi-question").first
-    help_button.click()
-    editor.page.wait_for_timeout(1500)
-    fetched = [u for u in editor.requests[before:] if "/docs/CXRMetrics" in u]
-    assert fetched, "the editor did not fetch the CXRMetrics help page"
+    item.first.locator("button.help-button").click()
+    editor.page.get_by_text("How to use").first.wait_for(timeout=10_000)
+    fetched = [u for u in editor.requests[before:] if "/docs/" in u]
+    assert fetched == [f"{editor.base_url}/extensions/comfyui-cxr-counterfactual/docs/CXRMetrics/en.md"], (
+        fetched
+    )
     assert not [f for f in editor.failed if "/docs/" in f], editor.failed
-    assert editor.page.get_by_text("difference heat map").first.is_visible()
     editor.shot("editor_help")
     editor.js("() => app.extensionManager.command.execute('Workspace.ToggleSidebarTab.node-library')")
 
@@ -212,9 +220,9 @@ def test_dicom_uploads_through_the_node_file_chooser_and_previews(editor, tmp_pa
     _write_dicom(dcm)
     editor.js("() => { app.graph.clear(); }")
     editor.js(
-        """() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n);
-                   app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true); }"""
+        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
     )
+    editor.frame(100, 60, 1.2)
     before = len(editor.requests)
     with editor.page.expect_file_chooser() as chooser:
         editor.js(
@@ -295,16 +303,63 @@ def test_full_workflow_run_shows_metrics_table_and_uncovered_previews(editor) ->
     boxes = _boxes(editor)
     assert _overlaps(boxes) == [], "after the run a node covers another (a preview is hidden)"
     assert sum(b["images"] for b in boxes) >= 5
-    editor.js(
-        "() => { app.canvas.ds.scale = 0.45; app.canvas.ds.offset = [420, 140]; app.graph.setDirtyCanvas(true, true); }"
-    )
-    editor.page.wait_for_timeout(600)
+    editor.page.set_viewport_size({"width": 2600, "height": 1100})
+    editor.js("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    editor.page.wait_for_timeout(800)
     editor.shot("editor_full_run")
+    editor.page.set_viewport_size({"width": 1800, "height": 1100})
     metrics = next(b for b in boxes if b["title"] == "Metrics")
-    editor.js(
-        "(b) => { app.canvas.ds.scale = 1.2; app.canvas.ds.offset = [-b.x + 30, -b.y + 40];"
-        " app.graph.setDirtyCanvas(true, true); }",
-        metrics,
-    )
-    editor.page.wait_for_timeout(600)
+    editor.frame(metrics["x"] - 10, metrics["y"], 1.1)
     editor.shot("editor_metrics")
+    # the "Nodes 2.0" (Vue) renderer shows the same panel: every row there, nothing to scroll, nothing editable
+    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    editor.page.wait_for_timeout(3000)
+    vue = editor.js(
+        """() => { const p = [...document.querySelectorAll('[data-cxr-panel="cxr_results"]')].find((e) => e.offsetParent);
+                   return p && [p.querySelectorAll('tr').length, p.scrollHeight <= p.clientHeight + 2,
+                                p.querySelectorAll('input, textarea, [contenteditable="true"]').length]; }"""
+    )
+    editor.shot("editor_metrics_vue")
+    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+    editor.page.wait_for_timeout(1500)
+    assert vue == [len(table), True, 0], vue
+
+
+def test_token_checker_shows_tokens_highlights_and_warns(editor) -> None:
+    editor.js("() => { app.graph.clear(); }")
+    editor.js(
+        """() => { const n = LiteGraph.createNode('CXRPrompt'); n.pos = [80, 80]; app.graph.add(n);
+                   const set = (k, v) => { n.widgets.find((w) => w.name === k).value = v; };
+                   set('text', 'chest x-ray, PA view, left pleural effusion');
+                   set('pathology_words', 'effusion, pneumothorax');
+                   set('anatomy_words', 'left=left_lung'); }"""
+    )
+    editor.frame(80, 40, 1.3)
+    editor.page.wait_for_function(
+        "() => document.querySelectorAll('[data-cxr-panel=\"cxr_tokens\"] .cxr-token').length > 0",
+        timeout=30_000,
+    )
+    chips = editor.js(
+        """() => [...document.querySelectorAll('[data-cxr-panel="cxr_tokens"] .cxr-token')].map(
+             (c) => [c.firstChild.textContent, c.className])"""
+    )
+    assert [t for t, _ in chips] == ["chest", "x", "-", "ray", ",", "pa", "view", ",", "left", "ple", "ural", "ef",
+                                     "fusion"]  # fmt: skip
+    assert [t for t, c in chips if "cxr-pathology" in c] == ["ef", "fusion"]
+    assert [t for t, c in chips if "cxr-anatomy" in c] == ["left"]
+    warning = editor.js(
+        "() => document.querySelector('[data-cxr-panel=\"cxr_tokens\"] .cxr-warn').textContent"
+    )
+    assert "'pneumothorax' (pathology) is not in the prompt" in warning
+    assert "'effusion' (pathology) splits into 2 tokens" in warning
+    editor.page.wait_for_timeout(500)
+    editor.shot("editor_tokens")
+    # typing updates it: the missing word added to the prompt is found
+    editor.js(
+        """() => { const n = app.graph.nodes.find((n) => n.type === 'CXRPrompt');
+                   n.widgets.find((w) => w.name === 'text').value = 'left pleural effusion, small pneumothorax'; }"""
+    )
+    editor.page.wait_for_function(
+        """() => !document.querySelector('[data-cxr-panel="cxr_tokens"]').textContent.includes('not in the prompt')""",
+        timeout=10_000,
+    )
