@@ -247,6 +247,41 @@ def test_dicom_uploads_through_the_node_file_chooser_and_previews(editor, tmp_pa
     editor.shot("editor_dicom_upload")
 
 
+def test_dicom_dropped_on_the_node_uploads_and_previews(editor, tmp_path) -> None:
+    import base64
+
+    dcm = tmp_path / "dropped_chest.dcm"
+    _write_dicom(dcm, h=180, w=220)
+    editor.js("() => { app.graph.clear(); }")
+    editor.js(
+        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
+    )
+    editor.frame(100, 60, 1.0)
+    editor.js(
+        """async ([b64, name]) => {
+             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+             const dt = new DataTransfer();
+             dt.items.add(new File([bytes], name, { type: 'application/dicom' }));
+             const canvas = app.canvas.canvas, rect = canvas.getBoundingClientRect();
+             const n = app.graph.nodes.find((n) => n.type === 'CXRImageLoader');
+             const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + 60, n.pos[1] + 40]);
+             const at = { bubbles: true, cancelable: true, dataTransfer: dt,
+                          clientX: rect.left + cx, clientY: rect.top + cy };
+             canvas.dispatchEvent(new DragEvent('dragover', at));
+             await new Promise((r) => setTimeout(r, 100));
+             canvas.dispatchEvent(new DragEvent('drop', at));
+           }""",
+        [base64.b64encode(dcm.read_bytes()).decode(), dcm.name],
+    )
+    editor.page.wait_for_function(
+        """() => { const n = app.graph.nodes.find((n) => n.type === 'CXRImageLoader');
+                   const img = document.querySelector('[data-cxr-panel="cxr_radiograph_preview"] img');
+                   return n.widgets.find((w) => w.name === 'image').value === 'dropped_chest.dcm'
+                          && img && img.complete && img.naturalWidth === 220 && img.naturalHeight === 180; }""",
+        timeout=30_000,
+    )
+
+
 def _boxes(editor) -> list[dict]:
     return editor.js(
         """() => app.graph.nodes.map((n) => { const t = LiteGraph.NODE_TITLE_HEIGHT;
@@ -306,10 +341,14 @@ def test_full_workflow_run_shows_metrics_table_and_uncovered_previews(editor) ->
     editor.page.set_viewport_size({"width": 2600, "height": 1100})
     editor.js("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
     editor.page.wait_for_timeout(800)
+    editor.shot("editor_overview")
+    editor.page.set_viewport_size({"width": 2400, "height": 1350})
+    gate = next(b for b in boxes if b["title"] == "Anatomy gate")
+    editor.frame(gate["x"] - 40, min(b["y"] for b in boxes) - 70, 0.62)  # LiteGraph draws text from 0.6 up
     editor.shot("editor_full_run")
     editor.page.set_viewport_size({"width": 1800, "height": 1100})
     metrics = next(b for b in boxes if b["title"] == "Metrics")
-    editor.frame(metrics["x"] - 10, metrics["y"], 1.1)
+    editor.frame(metrics["x"] - 10, metrics["y"], 0.95)
     editor.shot("editor_metrics")
     # the "Nodes 2.0" (Vue) renderer shows the same panel: every row there, nothing to scroll, nothing editable
     editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")

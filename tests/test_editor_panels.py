@@ -44,6 +44,8 @@ def test_metrics_table_shows_every_figure_of_every_image(temp_dir: Path) -> None
     assert rows["Edit localisation"][0] == f"{records[0]['localisation']:.3f}"
     assert rows["Region fraction"][0] == f"{100 * records[0]['region_fraction']:.1f} %"
     assert any("clip_i: no CLIP_VISION connected" in n for n in table["notes"])
+    assert not any(label.startswith("Validity") for label in rows), "no validity rows without a classifier"
+    assert "image 0: validity: no validity classifier connected" in table["notes"]
     assert all(len(r) == 3 for r in table["rows"]), "one value per image in every row"
     json.dumps(res.ui["cxr_table"], allow_nan=False)
 
