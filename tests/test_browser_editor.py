@@ -307,6 +307,12 @@ def _overlaps(boxes: list[dict]) -> list[tuple[str, str]]:
 def test_full_workflow_run_shows_metrics_table_and_uncovered_previews(editor) -> None:
     editor.load_template(FULL)
     assert _overlaps(_boxes(editor)) == [], "nodes overlap before the run"
+    bands = editor.js(
+        """() => app.graph.groups.map((g) => ({ title: 'group title ' + g.title, x: g.pos[0], y: g.pos[1],
+                                                 w: g.size[0], h: g.titleHeight, images: false }))"""
+    )
+    assert len(bands) >= 4 and all(b["h"] > 0 for b in bands)
+    assert _overlaps(bands + _boxes(editor)) == [], "a group title is covered (or groups overlap)"
     editor.js(
         """() => { for (const n of app.graph.nodes) {
               if (n.type === 'CXRImageLoader') n.widgets.find((w) => w.name === 'working_size').value = 128;
@@ -402,3 +408,73 @@ def test_token_checker_shows_tokens_highlights_and_warns(editor) -> None:
         """() => !document.querySelector('[data-cxr-panel="cxr_tokens"]').textContent.includes('not in the prompt')""",
         timeout=10_000,
     )
+
+
+def _queue_and_wait(editor) -> dict:
+    """Click Run; the outcome of that prompt: {"status": "success"} or {"status": "error", "message": ...}."""
+    editor.js(
+        """() => { window.__cxrOutcome = null; const api = window.comfyAPI.api.api;
+                   api.addEventListener('execution_error', (e) => { window.__cxrOutcome = {
+                       status: 'error', message: e.detail.exception_message, node: e.detail.node_type }; },
+                     { once: true });
+                   api.addEventListener('execution_success', () => {
+                       window.__cxrOutcome = window.__cxrOutcome || { status: 'success' }; }, { once: true }); }"""
+    )
+    editor.page.get_by_role("button", name=re.compile(r"^Run", re.I)).first.click()
+    editor.page.wait_for_function("() => window.__cxrOutcome !== null", timeout=600_000)
+    return editor.js("() => window.__cxrOutcome")
+
+
+def test_editing_the_positive_prompt_alone_cannot_leave_the_regulated_words_stale(editor) -> None:
+    editor.load_template(FULL)
+    widgets = editor.js(
+        """() => Object.fromEntries(app.graph.nodes.filter((n) => n.mode === 0 && n.widgets).map(
+             (n) => [n.title, n.widgets.map((w) => w.name)]))"""
+    )
+    typed = sorted(t for t, names in widgets.items() if "text" in names or "pathology_words" in names)
+    prompts = [t for t in typed if "pathology_words" in widgets[t]]
+    assert len(prompts) == 1, f"the prompt and its regulated words are typed in one node only: {typed}"
+    prompt_title = prompts[0]
+    for node in (
+        "AnatomyAttentionGate",
+        "PathologyCrossAttnReweight",
+        "EnergyLatentCorrector",
+        "AttentionMapCapture",
+    ):
+        names = editor.js(
+            "(t) => app.graph.nodes.find((n) => n.type === t).widgets.map((w) => w.name)", node
+        )  # fmt: skip
+        assert not {"text", "pathology_words", "words"} & set(names), (
+            f"{node} still types its own words: {names}"
+        )
+    editor.js(
+        """(title) => { for (const n of app.graph.nodes) {
+              if (n.type === 'CXRImageLoader') n.widgets.find((w) => w.name === 'working_size').value = 128;
+              if (n.type === 'KSampler') n.widgets.find((w) => w.name === 'steps').value = 2;
+              if (n.title === title) n.widgets.find((w) => w.name === 'text').value =
+                  'chest x-ray, PA view, small right pleural effusion'; } }""",
+        prompt_title,
+    )
+    # the edited prompt keeps the words: the run follows it (the server was sent the new text, once)
+    assert _queue_and_wait(editor) == {"status": "success"}
+    sent = editor.js(
+        """async () => { const h = await (await fetch('api/history?max_items=1')).json();
+                         const p = Object.values(h)[0].prompt[2];
+                         return Object.values(p).filter((n) => 'text' in n.inputs).map((n) => n.inputs.text); }"""
+    )
+    assert "chest x-ray, PA view, small right pleural effusion" in sent
+    assert "chest x-ray, PA view, left pleural effusion" not in sent, (
+        "no stale copy of the old prompt was sent"
+    )
+    # the edited prompt drops a regulated word: the run stops, naming the word, before sampling
+    editor.js(
+        """(title) => { app.graph.nodes.find((n) => n.title === title).widgets.find((w) => w.name === 'text')
+                          .value = 'chest x-ray, PA view, cardiomegaly'; }""",
+        prompt_title,
+    )
+    outcome = _queue_and_wait(editor)
+    assert outcome["status"] == "error", outcome
+    assert "pleural" in outcome["message"] or "effusion" in outcome["message"], outcome
+    editor.page.wait_for_timeout(800)
+    editor.shot("editor_prompt_mismatch")
+    editor.close_dialogs()
