@@ -19,9 +19,12 @@ function values(node) {
 function render(panel, result) {
   panel.replaceChildren();
   const chips = el("div", { class: "cxr-tokens" });
+  let wordStart = true; // CLIP's BPE marks a word's last piece; the next token starts a new word
   for (const tok of result.tokens) {
     const roles = new Set(result.words.filter((w) => tok.words.includes(w.word)).map((w) => w.role));
     const cls = ["cxr-token"];
+    if (wordStart) cls.push("cxr-word-start");
+    wordStart = tok.word_end;
     if (roles.has("pathology")) cls.push("cxr-pathology");
     else if (roles.has("anatomy")) cls.push("cxr-anatomy");
     const chip = el("span", { class: cls.join(" "), title: `position ${tok.index}, id ${tok.id}` }, tok.text);
