@@ -54,6 +54,11 @@ async def tokens(request: web.Request) -> web.Response:
         result = await asyncio.to_thread(lambda: check_prompt(host_tokenizer(req.family), req))
     except TokenCheckError as exc:
         return _error(400, str(exc))
+    except (
+        Exception
+    ) as exc:  # a bug, not bad input: logged with its traceback, answered as JSON, server lives on
+        log.exception("token check failed")
+        return _error(500, f"token check failed: {type(exc).__name__}: {exc}")
     return web.json_response(result)
 
 
@@ -71,6 +76,11 @@ async def radiograph_preview(request: web.Request) -> web.Response:
         return _error(404 if "not found" in str(exc) else 400, str(exc))
     except (RadiographError, PixelLimitError) as exc:
         return _error(400, f"filename: {exc}")
+    except (
+        Exception
+    ) as exc:  # a bug or an unreadable file the reader did not foresee: logged, answered as JSON
+        log.exception("radiograph preview of %r failed", name)
+        return _error(500, f"radiograph preview failed: {type(exc).__name__}: {exc}")
     return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
