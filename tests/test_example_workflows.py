@@ -21,6 +21,7 @@ def _twin(wf: Path) -> Path:
     """The API twin of an editor workflow: example_workflows/api/<variant>.json (variant in the UI file's extra)."""
     return wf.parent / "api" / f"{json.loads(wf.read_text())['extra']['cxr_variant']}.json"
 
+
 RECORD_FIELDS = {
     "ssim_global", "ssim_outside", "ssim_inside", "ssim_organs", "psnr_global_db", "psnr_outside_db", "mae_global",
     "mae_outside", "mae_inside", "localisation", "clip_i", "validity", "region_fraction", "run_tag", "null_reasons",
