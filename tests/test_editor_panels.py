@@ -86,15 +86,16 @@ def test_attention_render_offers_every_word_at_every_step_and_the_mean(temp_dir:
     assert res.result[0].shape[0] == 2, "the IMAGE output still follows the steps input"
 
 
-def test_radiograph_loader_previews_the_working_image(temp_dir: Path, tmp_path: Path) -> None:
+def test_radiograph_loader_previews_the_working_image(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import folder_paths
-    from cxr_input_helpers import comfy_input_dir_at
     from cxr_pack.cxr_core.demo_assets import demo_radiograph_path
     from cxr_pack.nodes.radiograph_loader import CXRImageLoader
     from PIL import Image
 
-    with comfy_input_dir_at(demo_radiograph_path().parent):
-        res = CXRImageLoader.execute(demo_radiograph_path().name, working_size=128)
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(demo_radiograph_path().parent))
+    res = CXRImageLoader.execute(demo_radiograph_path().name, working_size=128)
     (img,) = res.ui.as_dict()["images"]
     saved = Image.open(Path(folder_paths.get_temp_directory()) / img["subfolder"] / img["filename"])
     assert saved.size == (128, 128)
