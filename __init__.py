@@ -11,5 +11,8 @@ WEB_DIRECTORY = "./js"
 # there is no package to import from then, and nothing to register.
 if __package__:
     from .nodes import comfy_entrypoint
+    from .nodes.editor_routes import register_with_server
+
+    register_with_server()  # the editor's prompt-token and radiograph-preview routes (js/ calls them)
 
     __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

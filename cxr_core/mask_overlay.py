@@ -61,3 +61,44 @@ def overlay_masks(
 
 def overlay_organs(image: torch.Tensor | None, names: tuple[str, ...], masks: torch.Tensor) -> torch.Tensor:
     return overlay_masks(image, masks, [organ_colour(n) for n in names])
+
+
+def draw_legend(
+    preview: torch.Tensor, names: tuple[str, ...], colours: list[tuple[float, float, float]]
+) -> torch.Tensor:
+    """(B, H, W, 3) copy of ``preview`` with a colour legend (swatch + name per entry) in the top-left corner.
+
+    Sizes follow the image height, so the legend stays readable from 128 px to 2048 px previews.
+    """
+    import cv2
+    import numpy as np
+
+    if not names:
+        return preview
+    b, h, w, _ = preview.shape
+    scale = max(0.3, h / 900)
+    line = max(10, int(round(26 * scale)))
+    thick = max(1, int(round(scale * 1.5)))
+    pad = max(3, line // 4)
+    widths = [cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for n in names]
+    box_w = min(w, pad * 3 + line + max(widths))
+    box_h = min(h, pad * 2 + line * len(names))
+    out = preview.detach().cpu().float().clone()
+    for i in range(b):  # only the legend's box is redrawn (8-bit); the rest of the preview is left exact
+        box = out[i, :box_h, :box_w].clamp(0, 1).numpy()
+        img = np.ascontiguousarray((box * 255 * 0.35).astype(np.uint8))  # darkened behind the legend
+        for k, (name, col) in enumerate(zip(names, colours, strict=True)):
+            y = pad + k * line
+            rgb = tuple(int(round(c * 255)) for c in col)
+            cv2.rectangle(img, (pad, y + 2), (pad + line - 4, y + line - 2), rgb, thickness=-1)
+            cv2.putText(img, name, (pad * 2 + line - 4, y + line - 4 - line // 6), cv2.FONT_HERSHEY_SIMPLEX,
+                        scale, (255, 255, 255), thick, cv2.LINE_AA)  # fmt: skip
+        out[i, :box_h, :box_w] = torch.from_numpy(img.astype(np.float32) / 255.0)
+    return out
+
+
+def organ_preview(image: torch.Tensor | None, names: tuple[str, ...], masks: torch.Tensor) -> torch.Tensor:
+    """Organs in colour over the image, with a legend of the organs found (non-empty in some image)."""
+    preview = overlay_organs(image, names, masks)
+    found = [k for k in range(masks.shape[1]) if bool((masks[:, k] > 0).any())]
+    return draw_legend(preview, tuple(names[k] for k in found), [organ_colour(names[k]) for k in found])

@@ -7,7 +7,7 @@ energy probe's approach); the drawing is cxr_core/heatmaps.py.
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..cxr_core.attention.capture import AttentionMapStore, CrossAttentionCapture
 from ..cxr_core.attention.tokens import parse_word_list
@@ -95,7 +95,10 @@ class AttentionMapRender(io.ComfyNode):
             description="Draws the maps recorded by Attention Map Capture as heatmaps over the image, one per word "
             "(and per step if asked), with a colour bar. Connect the decoded sampler output as image.",
             inputs=[
-                AttentionMapsIO.Input("attention_maps"),
+                AttentionMapsIO.Input(
+                    "attention_maps",
+                    tooltip="From Attention Map Capture: the maps recorded during the sampling run.",
+                ),
                 io.Image.Input(
                     "image", tooltip="Background, normally the decoded result of the recorded run."
                 ),
@@ -106,7 +109,12 @@ class AttentionMapRender(io.ComfyNode):
                 ),
                 io.Float.Input("alpha", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="Heatmap opacity."),
             ],  # fmt: skip
-            outputs=[io.Image.Output(display_name="heatmaps")],
+            outputs=[
+                io.Image.Output(
+                    display_name="heatmaps",
+                    tooltip="One heatmap per word (and per step if asked) over the image, colour bar on the right.",
+                )
+            ],
         )
 
     @classmethod
@@ -125,7 +133,23 @@ class AttentionMapRender(io.ComfyNode):
         for word, by_step in maps.items():
             for label, heat in _select(by_step, steps):
                 frames.append(render_heatmap(bg, heat[0], f"{word} ({label})", alpha))
-        return io.NodeOutput(torch.stack(frames))
+        return io.NodeOutput(torch.stack(frames), ui={"cxr_attention": _browse_frames(maps, bg, alpha)})
+
+
+def _browse_frames(maps: dict[str, dict[int, torch.Tensor]], bg: torch.Tensor, alpha: float) -> list[dict]:
+    """Every word at the mean and at each recorded step, saved as previews for the node's browser.
+
+    The editor (js/cxr_attention.js) lets the user pick the word and the step;
+    each entry is {"word", "step" ("mean" or the step index), "image": preview file}.
+    """
+    keys, frames = [], []
+    for word, by_step in maps.items():
+        for label, heat in _select(by_step, "mean") + _select(by_step, "each"):
+            step = "mean" if label.startswith("mean") else label.removeprefix("step ")
+            keys.append((word, step))
+            frames.append(render_heatmap(bg, heat[0], f"{word} ({label})", alpha))
+    saved = ui.PreviewImage(torch.stack(frames)).as_dict()["images"]
+    return [{"word": w, "step": s, "image": img} for (w, s), img in zip(keys, saved, strict=True)]
 
 
 def _select(by_step: dict[int, torch.Tensor], steps: str) -> list[tuple[str, torch.Tensor]]:

@@ -46,7 +46,11 @@ class CXRInceptionLoader(io.ComfyNode):
                     "extra_model_paths.yaml).",
                 ),
             ],
-            outputs=[InceptionIO.Output(display_name="inception")],
+            outputs=[
+                InceptionIO.Output(
+                    display_name="inception", tooltip="The Inception feature extractor for the FID nodes."
+                )
+            ],
         )
 
     @classmethod

@@ -41,7 +41,12 @@ class OrganMaskSplitLungs(io.ComfyNode):
                     tooltip="A pixel is lung when its value is >= this; soft values are kept in the outputs.",
                 ),
             ],
-            outputs=[OrganMasksIO.Output(display_name="ORGAN_MASKS")],
+            outputs=[
+                OrganMasksIO.Output(
+                    display_name="ORGAN_MASKS",
+                    tooltip="The organ masks with right_lung and left_lung in place of the combined organ.",
+                )
+            ],
         )
 
     @classmethod

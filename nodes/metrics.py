@@ -23,6 +23,7 @@ from ..cxr_core.metrics.locking import safe_output_path
 from ..cxr_core.metrics.prep import MetricInputError, check_mask, pair_images, to_grey
 from ..cxr_core.metrics.report import build_record, summary_lines
 from ..cxr_core.metrics.validity import ValidityClassifier, load_xrv_classifier, validity_record
+from ..cxr_core.metrics_table import metrics_table
 from ..cxr_core.organ_masks import OrganMasks
 from ..cxr_core.organ_names import normalise_organ_name
 from .model_files import CLASSIFIERS, weight_files, weight_path
@@ -177,10 +178,14 @@ class CXRMetrics(io.ComfyNode):
             figures.append(difference_figure(g0[i], g1[i], region[i], organs[i]))
         heatmaps = torch.stack(figures).cpu()  # (N, H, W, 3)
 
+        notes = []
         if csv_path is not None:
             append_records(csv_path, records)
-            lines.append(f"CSV: +{n} row(s) -> {csv_path.relative_to(folder_paths.get_output_directory())}")
-        payload = {"cxr_metrics": records, "text": lines, **ui.PreviewImage(heatmaps).as_dict()}
+            notes.append(f"CSV: +{n} row(s) -> {csv_path.relative_to(folder_paths.get_output_directory())}")
+        lines.extend(notes)
+        # the editor shows cxr_table as a read-only table (js/cxr_panels.js) and the heat map as the preview
+        payload = {"cxr_metrics": records, "cxr_table": [metrics_table(records, notes)], "text": lines,
+                   **ui.PreviewImage(heatmaps).as_dict()}  # fmt: skip
         return io.NodeOutput(json.dumps(records, indent=2), heatmaps, ui=payload)
 
 
@@ -202,7 +207,12 @@ class CXRValidityClassifierLoader(io.ComfyNode):
                     "models/cxr_classifiers; see the README for converting torchxrayvision's file.",
                 ),
             ],
-            outputs=[ValidityClassifierIO.Output(display_name="validity_classifier")],
+            outputs=[
+                ValidityClassifierIO.Output(
+                    display_name="validity_classifier",
+                    tooltip="The classifier for CXRMetrics' validity, or why it is unavailable.",
+                )
+            ],
         )
 
     @classmethod

@@ -34,7 +34,11 @@ class OrganMaskFromMask(io.ComfyNode):
                     "organ_masks", optional=True, tooltip="Set to extend; omit to start a new one."
                 ),
             ],
-            outputs=[OrganMasksIO.Output(display_name="ORGAN_MASKS")],
+            outputs=[
+                OrganMasksIO.Output(
+                    display_name="ORGAN_MASKS", tooltip="The set with this organ added (or replaced)."
+                )
+            ],
         )
 
     @classmethod

@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..cxr_core.geometry import ImageGeometry
 from ..cxr_core.label_schemes import BUILTIN_SCHEMES
-from ..cxr_core.mask_overlay import overlay_organs
+from ..cxr_core.mask_overlay import organ_preview
 from ..cxr_core.organ_mask_loading import (
     LEGENDS,
     MASK_MODES,
@@ -141,9 +141,15 @@ class OrganMaskLoader(io.ComfyNode):
                 ),
             ],
             outputs=[
-                OrganMasksIO.Output(display_name="ORGAN_MASKS"),
+                OrganMasksIO.Output(
+                    display_name="ORGAN_MASKS",
+                    tooltip="Named organ masks (B, K, H, W), pixel-aligned with the working image.",
+                ),
                 io.Mask.Output(display_name="union", tooltip="(B, H, W) union of the selected organs."),
-                io.Image.Output(display_name="preview", tooltip="Organs in colour over the image."),
+                io.Image.Output(
+                    display_name="preview",
+                    tooltip="Organs in colour over the image, with a legend of the organs found.",
+                ),
                 io.String.Output(display_name="info", tooltip="Organs, areas, scheme and quality score."),
             ],
         )
@@ -173,7 +179,7 @@ class OrganMaskLoader(io.ComfyNode):
         raw = read_source(req, folder_paths.get_input_directory(), grey01=grey, weight_dirs=weight_dirs(),
                           device=_device() if source == "torchxrayvision" else "cpu")  # fmt: skip
         om = finish_masks(raw, parse_organ_selection(organs), geometry, image_size, mask_mode, threshold)
-        preview = overlay_organs(image, om.names, om.masks)
+        preview = organ_preview(image, om.names, om.masks)
         return io.NodeOutput(om, om.union(), preview, _info(om, raw.absent))
 
 

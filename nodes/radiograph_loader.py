@@ -9,7 +9,7 @@ import logging
 
 import folder_paths
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..cxr_core.geometry import RESIZE_MODES, GeometryError, ImageGeometry
 from ..cxr_core.image_limits import PixelLimitError
@@ -44,9 +44,9 @@ class CXRImageLoader(io.ComfyNode):
                 io.Combo.Input(
                     "image",
                     options=files,
-                    upload=io.UploadType.image,
                     tooltip="Radiograph file in ComfyUI's input folder (.dcm/.dicom, .png, .jpg). DICOM files "
-                    "without an extension are recognised by their header.",
+                    "without an extension are recognised by their header. Upload with the node's 'upload "
+                    "radiograph' button or drop the file on the node.",
                 ),
                 io.Int.Input(
                     "working_size",
@@ -120,7 +120,8 @@ class CXRImageLoader(io.ComfyNode):
         work = geometry.apply(pixels, what="radiograph").clamp(0.0, 1.0)  # (H, W)
         out = work[None, :, :, None].expand(1, *work.shape, 3).contiguous()  # (1, H, W, 3)
         log.info("%s: %s; %s", image, radiograph.meta, geometry.describe())
-        return io.NodeOutput(out, geometry, geometry.content_mask()[None])
+        # the node's preview: a PNG of the working image (the editor cannot draw DICOM itself)
+        return io.NodeOutput(out, geometry, geometry.content_mask()[None], ui=ui.PreviewImage(out))
 
 
 NODES: list[type[io.ComfyNode]] = [CXRImageLoader]

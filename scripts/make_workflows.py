@@ -1,6 +1,12 @@
 """Generate example_workflows/: editor (UI) workflows, their API twins and thumbnails.
 
-    python scripts/make_workflows.py            # starts a local ComfyUI for /object_info
+    python scripts/make_workflows.py    # starts a local ComfyUI with the random checkpoint
+
+The server gives /object_info and runs each workflow once (random SD1.5
+weights, 128 px, 4 steps) for its thumbnail: the workflow's own outputs,
+labelled as a random-weights run. Node positions, sizes and groups are not
+written by hand: :func:`layout` computes them from the links and the nodes'
+estimated sizes after a run, so editing a graph never needs re-placing nodes.
 
 The graphs are written here once, as code, so the full method, the ablations
 and the baselines share one layout; the UI files are what users open, the API
@@ -16,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from import_pack import REPO, import_pack
+from import_pack import CACHE, REPO, import_pack
 from PIL import Image, ImageDraw
 
 import_pack()  # cxr_runner only: it never imports ComfyUI
@@ -26,7 +32,6 @@ OUT = REPO / "example_workflows"
 PROMPT = "chest x-ray, PA view, left pleural effusion"
 WORDS = "pleural, effusion"
 CKPT = "cxr_random_sd15_seed0.safetensors"
-COL, ROW = 380, 120
 
 
 @dataclass
@@ -35,19 +40,24 @@ class Graph:
     nodes: list = field(default_factory=list)
     links: list = field(default_factory=list)
     groups: list = field(default_factory=list)
-    bottoms: dict = field(default_factory=dict)  # column -> lowest y used, so nodes never overlap
+    hints: dict = field(default_factory=dict)  # node id -> (row, col): the order of nodes within a column
 
     def add(self, ctype: str, title: str, col: float, row: float, mode: int = 0, **values) -> int:
-        """Add a node; tuple values (node id, output slot) are links, the rest widget values."""
+        """Add a node; tuple values (node id, output slot) are links, the rest widget values.
+
+        ``col`` and ``row`` only order nodes that the layout puts in the same
+        column; positions and sizes are computed by :func:`layout` from the links.
+        """
         links = {k: values.pop(k) for k in [k for k, v in values.items() if isinstance(v, tuple)]}
         nid = len(self.nodes) + 1
         specs = input_specs(self.info, ctype)
-        node = {"id": nid, "type": ctype, "title": title, "pos": [col * COL, row * ROW], "mode": mode,
+        node = {"id": nid, "type": ctype, "title": title, "pos": [0, 0], "mode": mode,
                 "flags": {}, "order": nid - 1, "properties": {"Node name for S&R": ctype},
                 "inputs": [], "outputs": [], "widgets_values": []}  # fmt: skip
         info = self.info[ctype]
         for slot, (otype, oname) in enumerate(zip(info["output"], info["output_name"], strict=True)):
             node["outputs"].append({"name": oname, "type": otype, "links": [], "slot_index": slot})
+        multiline = 0
         for name, kind, opts in specs:
             value = values.pop(name, None)
             if is_widget(kind):
@@ -56,15 +66,16 @@ class Graph:
                     if value is None and kind == "COMBO":
                         value = _combo_options(self.info, ctype, name)[0]
                 node["widgets_values"].append(value)
+                multiline += bool(opts.get("multiline"))
                 if opts.get("control_after_generate"):
                     node["widgets_values"].append("fixed")
             else:
                 node["inputs"].append({"name": name, "type": kind, "link": None})
         if values:
             raise ValueError(f"{ctype}: unknown inputs {sorted(values)}")
-        n_rows = len(node["inputs"]) + len(node["widgets_values"]) + len(node["outputs"])
-        node["size"] = [320, 46 + 24 * n_rows]
-        self._place(node, col)
+        node["size"] = list(node_size(ctype, len(node["inputs"]), len(node["outputs"]),
+                                      len(node["widgets_values"]), multiline))  # fmt: skip
+        self.hints[nid] = (row, col)
         self.nodes.append(node)
         for name, src in links.items():
             self.connect(src, nid, name)
@@ -82,31 +93,126 @@ class Graph:
         inputs[idx]["link"] = lid
         self.links.append([lid, origin, slot, target, idx, ltype])
 
-    def _place(self, node: dict, col: float) -> None:
-        y = max(node["pos"][1], self.bottoms.get(col, -1e9) + 40)
-        node["pos"][1] = y
-        self.bottoms[col] = y + node["size"][1]
-
     def note(self, text: str, col: float, row: float, width: int = 340) -> None:
         nid = len(self.nodes) + 1
-        self.nodes.append({"id": nid, "type": "Note", "pos": [col * COL, row * ROW], "size": [width, 200],
+        self.hints[nid] = (row, col)
+        self.nodes.append({"id": nid, "type": "Note", "pos": [0, 0], "size": [width, 200],
                            "flags": {}, "order": nid - 1, "mode": 0, "properties": {}, "inputs": [], "outputs": [],
                            "widgets_values": [text], "color": "#432", "bgcolor": "#653"})  # fmt: skip
 
-    def group(self, title: str, col0: float, col1: float, color: str) -> None:
-        """A group around every node whose column lies in [col0, col1]."""
-        inside = [n for n in self.nodes if col0 * COL <= n["pos"][0] <= col1 * COL]
-        x0 = min(n["pos"][0] for n in inside) - 20
-        y0 = min(n["pos"][1] for n in inside) - 60
-        x1 = max(n["pos"][0] + n["size"][0] for n in inside) + 20
-        y1 = max(n["pos"][1] + n["size"][1] for n in inside) + 20
-        self.groups.append(
-            {"title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color, "font_size": 24}
-        )
-
     def ui(self) -> dict:
+        self.groups = layout(self.nodes, self.links, self.hints)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": self.groups, "config": {}, "extra": {}, "version": 0.4}  # fmt: skip
+
+
+# ---- layout: a function of the graph (links, node kinds), so graph edits never need hand placement ----------
+TITLE_H = 30  # LiteGraph draws a node's title bar above its pos
+GROUP_TITLE_H = 50  # room for a group's title (font 24) above the first node's title bar
+GAP_X, GAP_Y = 70, 40
+NODE_W = 330
+# Nodes that show pictures or tables after a run, with the room it takes: their size is the size after a run,
+# so nothing grows into a neighbour when the previews arrive.
+IMAGE_PREVIEW = {
+    "SaveImage",
+    "PreviewImage",
+    "CXRImageLoader",
+}  # one picture, about as tall as the node is wide
+PANEL_H = {"CXRMetrics": 360, "AttentionMapRender": 340, "CXRPrompt": 200}  # read-only panels (js/)
+WIDE = {"CXRMetrics": 380, "AttentionMapRender": 380, "CXRPrompt": 400}
+# Stages, left to right, each drawn as one titled group. A node's stage is its kind's stage, or later if
+# one of its inputs comes from a later stage (links never run right to left between stages); nodes of
+# other kinds (save nodes, core helpers) join the stage of their inputs.
+STAGES = (
+    ("Inputs: radiograph, organ masks, spatial prior", "#3f789e",
+     {"CXRImageLoader", "OrganMaskLoader", "PathologySpatialPrior", "OrganMaskSplitLungs", "OrganMaskFromMask"}),
+    ("Model, prompt and encoded radiograph", "#8a6f3f",
+     {"CheckpointLoaderSimple", "CLIPTextEncode", "CXRPrompt", "VAEEncode"}),
+    ("Attention regulation (bypass a node = ablation)", "#88aa88",
+     {"AnatomyAttentionGate", "PathologyCrossAttnReweight", "EnergyLatentCorrector", "AttentionMapCapture"}),
+    ("Sampling", "#7a5c9e", {"KSampler", "KSamplerAdvanced", "SetLatentNoiseMask", "VAEDecode"}),
+    ("Results: metrics and attention maps", "#a1584f", {"CXRMetrics", "AttentionMapRender"}),
+)  # fmt: skip
+
+
+def node_size(ctype: str, n_inputs: int, n_outputs: int, n_widgets: int, multiline: int) -> tuple[int, int]:
+    """Estimated size (width, body height) of a node after a run: sockets, widgets, then previews/panels."""
+    width = WIDE.get(ctype, NODE_W)
+    height = 12 + 22 * max(n_inputs, n_outputs) + 26 * n_widgets + 70 * multiline
+    if ctype in IMAGE_PREVIEW:
+        height += width + 10
+    height += PANEL_H.get(ctype, 0)
+    if ctype == "CXRMetrics":
+        height += width  # the difference heat map under the table
+    return width, height
+
+
+def _stage_of(nodes: list, links: list) -> dict[int, int]:
+    kind = {
+        n["id"]: next((i for i, (_, _, kinds) in enumerate(STAGES) if n["type"] in kinds), None)
+        for n in nodes
+    }
+    sources: dict[int, list[int]] = {n["id"]: [] for n in nodes}
+    for _, origin, _, target, _, _ in links:
+        sources[target].append(origin)
+    stage: dict[int, int] = {}
+
+    def visit(nid: int) -> int:
+        if nid not in stage:
+            upstream = [visit(s) for s in sources[nid]]
+            stage[nid] = max([kind[nid] if kind[nid] is not None else 0, *upstream])
+        return stage[nid]
+
+    for n in nodes:
+        visit(n["id"])
+    return stage
+
+
+def layout(nodes: list, links: list, hints: dict) -> list[dict]:
+    """Place every node (pos) from the links and the nodes' sizes; returns the stage groups.
+
+    Stages are column blocks left to right; inside a stage a node's column is
+    its longest chain of links from the stage's first nodes, and the nodes of
+    one column are stacked in the order of their hints. Notes go left of it all.
+    """
+    graph_nodes = [n for n in nodes if n["type"] != "Note"]
+    stage = _stage_of(graph_nodes, links)
+    sources: dict[int, list[int]] = {n["id"]: [] for n in graph_nodes}
+    for _, origin, _, target, _, _ in links:
+        sources[target].append(origin)
+    depth: dict[int, int] = {}
+
+    def col(nid: int) -> int:
+        if nid not in depth:
+            inside = [col(s) + 1 for s in sources[nid] if stage[s] == stage[nid]]
+            depth[nid] = max(inside, default=0)
+        return depth[nid]
+
+    groups, x = [], 0
+    for si, (title, colour, _) in enumerate(STAGES):
+        members = [n for n in graph_nodes if stage[n["id"]] == si]
+        if not members:
+            continue
+        x0 = x
+        for c in sorted({col(n["id"]) for n in members}):
+            column = sorted(
+                (n for n in members if col(n["id"]) == c), key=lambda n: (hints[n["id"]], n["id"])
+            )
+            y = 0
+            for n in column:
+                n["pos"] = [x, y + TITLE_H]
+                y += TITLE_H + n["size"][1] + GAP_Y
+            x += max(n["size"][0] for n in column) + GAP_X
+        top = -GROUP_TITLE_H
+        bottom = max(n["pos"][1] + n["size"][1] for n in members) + 20
+        groups.append({"title": title, "bounding": [x0 - 20, top, x - x0 - GAP_X + 40, bottom - top],
+                       "color": colour, "font_size": 24})  # fmt: skip
+        x += 40
+    note_y = 0
+    for n in (n for n in nodes if n["type"] == "Note"):
+        n["pos"] = [-n["size"][0] - 80, note_y + TITLE_H]
+        note_y += TITLE_H + n["size"][1] + GAP_Y
+    return groups
 
 
 def _combo_options(info: dict, ctype: str, name: str) -> list:
@@ -177,9 +283,6 @@ def build(info: dict, variant: str) -> Graph:
     add("SaveImage", "Save mask overlay", 1, 2.4, images=(masks, 2), filename_prefix="cxr/organ_masks")
     add("SaveImage", "Save prior overlay", 1, 3.4, images=(prior, 1), filename_prefix="cxr/prior")
     g.note(NOTES[variant], -1.1, 0, 360)
-    g.group("Inputs: radiograph, organ masks, spatial prior", 0, 1, "#3f789e")
-    if method:
-        g.group("Attention regulation (bypass a node = ablation)", 2, 2, "#8A8")
     return g
 
 
@@ -206,59 +309,102 @@ NOTES = {
 }
 
 
-def thumbnail(ui: dict, path: Path) -> None:
-    """A schematic of the graph: nodes as boxes (pack nodes green, bypassed purple), links as lines."""
-    nodes = [n for n in ui["nodes"]]
-    xs = [n["pos"][0] for n in nodes] + [n["pos"][0] + n["size"][0] for n in nodes]
-    ys = [n["pos"][1] for n in nodes] + [n["pos"][1] + n["size"][1] for n in nodes]
-    x0, y0, x1, y1 = min(xs) - 20, min(ys) - 60, max(xs) + 20, max(ys) + 20
-    scale = 640 / (x1 - x0)
-    im = Image.new("RGB", (640, int((y1 - y0) * scale) + 1), (32, 32, 36))
+# Template titles: ComfyUI's template browser (frontend 1.32) names a custom node's template by its file stem and
+# has no other title, description or order for it; the numbers order the cards (js/cxr_templates.js sorts them).
+TEMPLATES = {
+    "cxr_counterfactual_full": "1 Full method (gate, reweight, correction)",
+    "ablation_no_gate": "2 Ablation, no anatomy gate",
+    "ablation_no_reweight": "3 Ablation, no pathology reweight",
+    "ablation_no_correction": "4 Ablation, no latent correction",
+    "plain_sdedit": "5 Baseline, plain SDEdit (regulation bypassed)",
+    "baseline_sd_inpainting": "6 Baseline, SD inpainting",
+    "baseline_pie_progressive": "7 Baseline, PIE progressive editing",
+}
+THUMB_PX, THUMB_STEPS = 128, 4  # the thumbnails' run: the random checkpoint at 128 px, 4 steps
+RANDOM_NOTE = "random weights: shows the mechanics, not medicine"
+
+
+def output_thumbnail(title: str, panels: list[tuple[str, Image.Image]], path: Path) -> None:
+    """The workflow's own outputs side by side, titled and labelled as a random-weights run."""
+    side, pad, head, foot = 200, 8, 30, 22
+    im = Image.new("RGB", (pad + len(panels) * (side + pad), head + side + foot + 16), (28, 28, 32))
     d = ImageDraw.Draw(im)
-    tr = lambda x, y: ((x - x0) * scale, (y - y0) * scale)  # noqa: E731
-    for grp in ui["groups"]:
-        bx, by, bw, bh = grp["bounding"]
-        d.rectangle([*tr(bx, by), *tr(bx + bw, by + bh)], outline=grp["color"], width=2)
-    byid = {n["id"]: n for n in nodes}
-    for _, o, _, t, _, _ in ui["links"]:
-        a, b = byid[o], byid[t]
-        d.line([tr(a["pos"][0] + a["size"][0], a["pos"][1] + 20), tr(b["pos"][0], b["pos"][1] + 20)],
-               fill=(150, 150, 160), width=1)  # fmt: skip
-    for n in nodes:
-        pack = n["type"] in PACK_TYPES
-        fill = (90, 60, 120) if n["mode"] == 4 else (60, 110, 70) if pack else (70, 70, 78)
-        if n["type"] == "Note":
-            fill = (100, 80, 50)
-        d.rounded_rectangle([*tr(*n["pos"]), *tr(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])],
-                            radius=4, fill=fill, outline=(200, 200, 200))  # fmt: skip
-        d.text(tr(n["pos"][0] + 8, n["pos"][1] + 6), n.get("title", n["type"])[:28], fill=(240, 240, 240))
+    d.text((pad, 8), title, fill=(240, 240, 240))
+    for i, (label, pic) in enumerate(panels):
+        pic = pic.convert("RGB")
+        scale = side / max(pic.size)
+        pic = pic.resize((round(pic.width * scale), round(pic.height * scale)), Image.Resampling.BILINEAR)
+        x = pad + i * (side + pad) + (side - pic.width) // 2
+        im.paste(pic, (x, head + (side - pic.height) // 2))
+        d.text((pad + i * (side + pad), head + side + 4), label, fill=(200, 200, 200))
+    d.text((pad, head + side + foot), RANDOM_NOTE, fill=(240, 180, 80))
     im.save(path, quality=88)
 
 
-PACK_TYPES = {"CXRImageLoader", "OrganMaskLoader", "PathologySpatialPrior", "AnatomyAttentionGate",
-              "PathologyCrossAttnReweight", "EnergyLatentCorrector", "AttentionMapCapture", "AttentionMapRender",
-              "CXRMetrics"}  # fmt: skip
+def run_for_thumbnail(client: object, api: dict, variant: str) -> list[tuple[str, Image.Image]]:
+    """Queue the API workflow at thumbnail settings; its organ overlay, counterfactual and difference map."""
+    import io
+
+    from cxr_pack.cxr_runner.client import output_images
+    from cxr_pack.cxr_runner.workflow_format import set_input
+
+    api = json.loads(json.dumps(api))
+    set_input(api, "Radiograph", "working_size", THUMB_PX)
+    for node in api.values():
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = THUMB_STEPS
+    entry = client.run(api, timeout_s=900)
+    by_prefix = {img["filename"].split("_0")[0]: img for img in output_images(entry)}
+    panels = []
+    for prefix, label in (
+        ("organ_masks", "organ masks"),
+        (variant, "counterfactual"),
+        ("difference", "|difference|"),
+    ):
+        img = by_prefix[prefix]
+        data = client.view(img["filename"], img["subfolder"], img["type"])
+        panels.append((label, Image.open(io.BytesIO(data))))
+    return panels
+
+
 VARIANTS = tuple(NOTES)
 
 
 def main() -> int:
+    import shutil
+
     from cxr_pack.cxr_runner.client import ComfyClient
     from cxr_pack.cxr_runner.server import LocalComfyServer
 
     comfy_dir = os.environ.get("COMFYUI_DIR")
     if not comfy_dir:
         sys.exit("COMFYUI_DIR is not set; run: source $(bash scripts/setup_host.sh | tail -1)")
-    with LocalComfyServer(comfyui_dir=Path(comfy_dir), python=sys.executable) as server:
-        info = ComfyClient(server.base_url).object_info()
-    for variant in VARIANTS:
-        ui = build(info, variant).ui()
-        problems = validate_ui(ui, info)
-        if problems:
-            sys.exit(f"{variant}: {problems}")
-        (OUT / f"{variant}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (OUT / "api" / f"{variant}.json").write_text(json.dumps(ui_to_api(ui, info), indent=1) + "\n")
-        thumbnail(ui, OUT / f"{variant}.jpg")
-        print(f"wrote example_workflows/{variant}.json (+ api twin, thumbnail)")
+    ckpt_dir = CACHE / "checkpoints"
+    if not (ckpt_dir / CKPT).is_file():
+        sys.exit(f"{ckpt_dir / CKPT} is missing; generate it with scripts/make_random_checkpoint.py")
+    from cxr_pack.cxr_core.demo_assets import demo_label_map_path, demo_legend_path, demo_radiograph_path
+
+    for old in [*OUT.glob("*.json"), *OUT.glob("*.jpg")]:
+        old.unlink()
+    with LocalComfyServer(comfyui_dir=Path(comfy_dir), python=sys.executable,
+                          model_dirs={"checkpoints": [str(ckpt_dir)]}) as server:  # fmt: skip
+        for src, name in ((demo_radiograph_path(), "RG1_UNCR.dcm"), (demo_label_map_path(), "RG1_UNCR_labels.png"),
+                          (demo_legend_path(), "RG1_UNCR_labels.json")):  # fmt: skip
+            shutil.copy(src, server.input_dir / name)
+        client = ComfyClient(server.base_url)
+        info = client.object_info()
+        for variant in VARIANTS:
+            ui = build(info, variant).ui()
+            ui["extra"]["cxr_variant"] = variant  # the API twin's name, for tests and scripts
+            problems = validate_ui(ui, info)
+            if problems:
+                sys.exit(f"{variant}: {problems}")
+            title = TEMPLATES[variant]
+            api = ui_to_api(ui, info)
+            (OUT / f"{title}.json").write_text(json.dumps(ui, indent=1) + "\n")
+            (OUT / "api" / f"{variant}.json").write_text(json.dumps(api, indent=1) + "\n")
+            output_thumbnail(title, run_for_thumbnail(client, api, variant), OUT / f"{title}.jpg")
+            print(f"wrote example_workflows/{title}.json (+ api/{variant}.json, thumbnail)")
     return 0
 
 

@@ -74,11 +74,23 @@ if ! stamp_ok "$CACHE/.stamp-reqs" "$req_key"; then
   log "installing host and pack requirements"
   grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$HOST/requirements.txt" > "$CACHE/host-requirements.txt"
   "${PIP[@]}" "${TORCH_PINS[@]}" -r "$CACHE/host-requirements.txt" -r "$REPO/requirements.txt" -r "$REPO/requirements-dev.txt" 2>&1 | grep -v "^WARNING: Location" || true
-  "$PY" -c "import aiohttp, transformers, safetensors, cv2, pydicom, pytest" || { echo "[setup] ERROR: requirements did not install" >&2; exit 1; }
+  "$PY" -c "import aiohttp, transformers, safetensors, cv2, pydicom, pytest, playwright" || { echo "[setup] ERROR: requirements did not install" >&2; exit 1; }
   echo "$req_key" > "$CACHE/.stamp-reqs"
 fi
 
-# 5. link this pack into the host
+# 5. Chromium for the browser test (tests/test_browser_editor.py): Debian's package, driven by Playwright
+#    (requirements-dev.txt); Playwright never downloads a browser of its own here.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    log "installing chromium (apt-get) for the browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else
+    log "WARNING: no /usr/bin/chromium; the browser test needs it: sudo apt-get install -y chromium"
+  fi
+fi
+
+# 6. link this pack into the host
 mkdir -p "$HOST/custom_nodes"
 link="$HOST/custom_nodes/$PACK_LINK_NAME"
 if [ "$(readlink "$link" 2>/dev/null || true)" != "$REPO" ]; then

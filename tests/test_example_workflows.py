@@ -14,7 +14,14 @@ from cxr_pack.cxr_runner.client import output_images
 from cxr_pack.cxr_runner.workflow_format import set_input, ui_to_api, validate_ui
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))  # named by their template titles
+
+
+def _twin(wf: Path) -> Path:
+    """The API twin of an editor workflow: example_workflows/api/<variant>.json (variant in the UI file's extra)."""
+    return wf.parent / "api" / f"{json.loads(wf.read_text())['extra']['cxr_variant']}.json"
+
+
 RECORD_FIELDS = {
     "ssim_global", "ssim_outside", "ssim_inside", "ssim_organs", "psnr_global_db", "psnr_outside_db", "mae_global",
     "mae_outside", "mae_inside", "localisation", "clip_i", "validity", "region_fraction", "run_tag", "null_reasons",
@@ -24,7 +31,7 @@ RECORD_FIELDS = {
 def test_every_workflow_has_an_api_twin_and_a_thumbnail() -> None:
     assert len(WORKFLOWS) == 7
     for wf in WORKFLOWS:
-        assert (wf.parent / "api" / wf.name).is_file(), wf.name
+        assert _twin(wf).is_file(), wf.name
         assert wf.with_suffix(".jpg").is_file(), wf.name
         ui = json.loads(wf.read_text())
         assert any(n["type"] == "Note" for n in ui["nodes"]), f"{wf.name} explains itself in a note"
@@ -36,7 +43,7 @@ def test_ui_workflows_are_valid_and_twins_match(comfy_client) -> None:
     for wf in WORKFLOWS:
         ui = json.loads(wf.read_text())
         assert validate_ui(ui, info) == [], wf.name
-        twin = json.loads((wf.parent / "api" / wf.name).read_text())
+        twin = json.loads(_twin(wf).read_text())
         assert ui_to_api(ui, info) == twin, f"{wf.name}: API twin differs from the UI graph"
     ablation = json.loads((REPO / "example_workflows" / "api" / "ablation_no_gate.json").read_text())
     assert "AnatomyAttentionGate" not in {n["class_type"] for n in ablation.values()}
@@ -72,7 +79,8 @@ def workflow_runs(comfy_server, comfy_client) -> dict:
     _demo_inputs(comfy_server.input_dir)
     runs = {}
     for wf in WORKFLOWS:
-        api = json.loads((wf.parent / "api" / wf.name).read_text())
+        api = json.loads(_twin(wf).read_text())
+        variant = _twin(wf).stem
         set_input(api, "Radiograph", "working_size", 128)
         for node in api.values():
             if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
@@ -80,11 +88,11 @@ def workflow_runs(comfy_server, comfy_client) -> dict:
         offset = comfy_server.log_path.stat().st_size
         entry = comfy_client.run(api, timeout_s=900)
         images = {img["filename"].split("_0")[0]: img for img in output_images(entry)}
-        cf = images[wf.stem]
+        cf = images[variant]
         pixels = np.asarray(Image.open(comfy_server.output_dir / cf["subfolder"] / cf["filename"]))
         enabled = sorted({n["class_type"] for n in api.values() if n["class_type"] in REGULATION
                           and n["inputs"].get("enabled", True)})  # fmt: skip
-        runs[wf.stem] = {"entry": entry, "images": images, "counterfactual": pixels, "enabled": enabled,
+        runs[variant] = {"entry": entry, "images": images, "counterfactual": pixels, "enabled": enabled,
                          "activity": activity_since(comfy_server.log_path, offset)}  # fmt: skip
     return runs
 

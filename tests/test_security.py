@@ -60,10 +60,26 @@ def test_no_source_file_unpickles() -> None:
     assert len(PACK_SOURCES) > 50
 
 
-def test_the_pack_adds_no_server_routes() -> None:
-    for path in RUNTIME_SOURCES + [REPO / "__init__.py"]:
+ROUTES_MODULE = REPO / "nodes" / "editor_routes.py"  # the editor's two routes (issue 10), validated there
+
+
+def test_the_pack_adds_only_the_editor_routes() -> None:
+    for path in RUNTIME_SOURCES:
+        if path == ROUTES_MODULE:
+            continue
         text = path.read_text()
         assert "PromptServer" not in text and "add_route" not in text and ".routes" not in text, path.name
+    from aiohttp import web
+    from cxr_pack.nodes.editor_routes import add_routes
+
+    table = web.RouteTableDef()
+    add_routes(table)
+    assert sorted((r.method, r.path) for r in table) == [
+        ("GET", "/cxr_counterfactual/radiograph_preview"),
+        ("POST", "/cxr_counterfactual/tokens"),
+    ]
+    init = (REPO / "__init__.py").read_text()
+    assert "add_route" not in init and ".routes" not in init
 
 
 # ---- every file input, and every file in a folder input, resolves inside input/ -----------------

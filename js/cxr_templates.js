@@ -1,0 +1,23 @@
+// The pack's templates in their intended order (full method, ablations, baselines). ComfyUI's template
+// browser shows a custom node's templates under their file names, in the order the server lists them
+// (the file system's); the file names start with their rank, so sorting them gives that order.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const PACK = "comfyui-cxr-counterfactual";
+
+app.registerExtension({
+  name: "cxr_counterfactual.templates",
+  async init() {
+    const original = api.getWorkflowTemplates.bind(api);
+    api.getWorkflowTemplates = async function () {
+      const templates = await original();
+      for (const [module, names] of Object.entries(templates ?? {})) {
+        if (module.startsWith(PACK) && Array.isArray(names)) {
+          names.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+        }
+      }
+      return templates;
+    };
+  },
+});
