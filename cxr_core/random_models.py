@@ -1,8 +1,12 @@
-"""Seeded, randomly initialised SD1.5-architecture models.
+"""Seeded, randomly initialised SD1.5-, SD2- and SDXL-architecture models.
 
 No weights can be downloaded, so tests and the demo run on models built here:
-- a tiny UNet with SD1.5's real block structure (all 16 attention sites,
-  context 768) for fast CPU tests;
+- tiny UNets with the real block structure of each supported family, for fast
+  CPU tests (build_tiny_model_patcher): SD1.5 (16 attention sites, context 768,
+  8 heads, conv projections, epsilon), SD2 (the same sites, context 1024,
+  64-channel heads, linear projections, v-prediction) and SDXL (attention at
+  two levels, two transformer blocks per site, context 2048, the 2816-wide
+  pooled-text + size conditioning);
 - a full-size SD1.5 checkpoint (UNet, CLIP-L text encoder, VAE) written as
   safetensors in the original LDM layout, so ComfyUI's own
   ``CheckpointLoaderSimple`` detects it as SD1.5.
@@ -59,11 +63,72 @@ SD15_VAE_DDCONFIG: dict = {
 RANDOM_CHECKPOINT_NAME = "cxr_random_sd15_seed{seed}.safetensors"
 
 
+# SD2.x: SD1.5's layout with OpenCLIP-H's 1024-wide context, linear projections, 64-channel heads
+SD2_BASE_UNET_CONFIG: dict = {
+    **SD15_BASE_UNET_CONFIG,
+    "use_linear_in_transformer": True,
+    "context_dim": 1024,
+}
+
+# SDXL: three levels, attention at the lower two, context 2048 (CLIP-L + CLIP-G), adm 2816.
+# The tiny variant keeps two transformer blocks per site (SDXL 1.0 has 2 and 10).
+SDXL_TINY_UNET_CONFIG: dict = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "out_channels": 4,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "num_classes": "sequential",
+    "adm_in_channels": 2816,
+    "in_channels": 4,
+    "model_channels": 64,
+    "num_res_blocks": [2, 2, 2],
+    "transformer_depth": [0, 0, 2, 2, 2, 2],
+    "channel_mult": [1, 2, 4],
+    "transformer_depth_middle": 2,
+    "use_linear_in_transformer": True,
+    "context_dim": 2048,
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 2, 2, 2],
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+
+FAMILIES = ("sd15", "sd2", "sdxl")
+# text context width and pooled width of each family's text encoder(s)
+CONTEXT_DIM = {"sd15": 768, "sd2": 1024, "sdxl": 2048}
+POOLED_DIM = {"sd15": None, "sd2": None, "sdxl": 1280}
+
+
 def sd15_unet_config(model_channels: int = 320) -> dict:
     """SD1.5's UNet config; a smaller ``model_channels`` keeps every block and site."""
     cfg = dict(SD15_BASE_UNET_CONFIG)
     cfg["model_channels"] = int(model_channels)
     return cfg
+
+
+def build_tiny_base_model(family: str = "sd15", seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A seeded tiny ``comfy.model_base`` model of one family ("sd15", "sd2" or "sdxl").
+
+    sd15: model_channels 32, epsilon. sd2: model_channels 64 (one 64-channel head at the finest level,
+    as SD2's num_head_channels 64), v-prediction. sdxl: model_channels 64, depth 2 at every site, epsilon.
+    """
+    import comfy.model_base
+    import comfy.supported_models
+
+    if family == "sd15":
+        return build_sd15_base_model(32, seed, dtype)
+    if family == "sd2":
+        model_config = comfy.supported_models.SD20({**SD2_BASE_UNET_CONFIG, "model_channels": 64})
+        model_config.set_inference_dtype(dtype, None)
+        model = comfy.model_base.BaseModel(model_config, model_type=comfy.model_base.ModelType.V_PREDICTION)
+    elif family == "sdxl":
+        model_config = comfy.supported_models.SDXL(dict(SDXL_TINY_UNET_CONFIG))
+        model_config.set_inference_dtype(dtype, None)
+        model = comfy.model_base.SDXL(model_config, model_type=comfy.model_base.ModelType.EPS)
+    else:
+        raise ValueError(f"family: expected one of {FAMILIES}, received {family!r}")
+    init_random_(model.diffusion_model, seed)
+    return model
 
 
 @torch.no_grad()
@@ -107,13 +172,29 @@ def build_sd15_base_model(model_channels: int = 320, seed: int = 0, dtype: torch
     return model
 
 
-def build_tiny_model_patcher(model_channels: int = 32, seed: int = 0):
-    """A ModelPatcher around a tiny seeded SD1.5-structure UNet on the CPU."""
+def build_tiny_model_patcher(model_channels: int = 32, seed: int = 0, family: str = "sd15"):
+    """A ModelPatcher around a tiny seeded UNet of one family on the CPU (SD1.5 by default).
+
+    ``model_channels`` applies to the SD1.5 model; the SD2 and SDXL ones use build_tiny_base_model's sizes.
+    """
     import comfy.model_patcher
 
-    model = build_sd15_base_model(model_channels, seed, torch.float32)
+    if family == "sd15":
+        model = build_sd15_base_model(model_channels, seed, torch.float32)
+    else:
+        model = build_tiny_base_model(family, seed, torch.float32)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def random_family_cond(family: str, seed: int, batch: int = 1, chunks: int = 1) -> list:
+    """A seeded CONDITIONING list shaped like the family's text encoder output (context, SDXL's pooled)."""
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randn(batch, 77 * chunks, CONTEXT_DIM[family], generator=g)
+    extra = {}
+    if POOLED_DIM[family]:
+        extra["pooled_output"] = torch.randn(batch, POOLED_DIM[family], generator=g)
+    return [[ctx, extra]]
 
 
 def random_checkpoint_path(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
@@ -155,3 +236,22 @@ def write_random_sd15_checkpoint(path: str | os.PathLike, seed: int = 0) -> None
         "warning": "randomly initialised SD1.5 architecture: shows mechanics, not medicine",
     }
     safetensors.torch.save_file(out, str(path), metadata=metadata)
+
+
+def build_tiny_pixart_model_patcher(seed: int = 0):
+    """A ModelPatcher around a tiny seeded PixArt-alpha DiT (ComfyUI's own class): a model the pack refuses."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    model_config = comfy.supported_models.PixArtAlpha(
+        {
+            "image_model": "pixart_alpha", "input_size": 16, "patch_size": 2, "in_channels": 4,
+            "hidden_size": 64, "depth": 2, "num_heads": 2, "caption_channels": 64, "pe_interpolation": 0.5,
+            "micro_condition": False,
+        }
+    )  # fmt: skip
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    init_random_(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
