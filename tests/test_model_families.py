@@ -294,3 +294,58 @@ def test_window_on_the_last_step_changes_nothing_before_it(family: str, family_m
     sample(late, pos, neg, seed=5, steps=3, callback=lambda i, x0, x, n: late_states.append(x0.clone()))
     assert torch.equal(late_states[0], plain_states[0]) and torch.equal(late_states[1], plain_states[1])
     assert not torch.equal(late_states[2], plain_states[2])
+
+
+# --- the energy corrector's truncated gradient pass follows the scheme ------------------------------------
+
+
+def test_gradient_pass_runs_every_block_of_the_last_energy_site_and_nothing_after(family: str) -> None:
+    """The pass stops after the last transformer block of the last energy site in execution order."""
+    import comfy.patcher_extension
+    from cxr_pack.cxr_core.attention.correction import LatentCorrector, make_sampler_wrapper
+    from cxr_pack.cxr_core.attention.engine import ensure_run_state
+    from cxr_pack.cxr_core.attention.schedule import Window
+
+    with torch.inference_mode():
+        model = build_tiny_model_patcher(family=family, seed=0)
+    scheme = model_scheme(model)
+    sites = model_sites(model, "coarse")
+    last = sites[-1]
+    assert last[0] == "output" and scheme.site(last).depth == EXPECTED[family]["depth"]
+    prior = torch.zeros(1, 128, 128)
+    prior[:, 32:96, 32:96] = 1.0
+    corrector = LatentCorrector(
+        prior=prior, columns=(1, 2), prompt_len=77, window=Window(0.0, 0.5), sites=sites, threshold=0.0, record=True
+    )  # fmt: skip
+    unet = model.model.diffusion_model
+    counts: dict[str, int] = {}
+
+    def count(name: str, module: torch.nn.Module) -> None:
+        original = module.forward
+
+        def forward(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if torch.is_grad_enabled():
+                counts[name] = counts.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        module.forward = forward
+
+    last_transformer = next(m for m in unet.output_blocks[last[1]] if hasattr(m, "transformer_blocks"))
+    for i, block in enumerate(last_transformer.transformer_blocks):
+        count(f"last site block {i}", block)
+    count("next block", unet.output_blocks[last[1] + 1][0])
+    m = model.clone()
+    m.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, "test.correction", make_sampler_wrapper(corrector)
+    )
+    ensure_run_state(m)
+    with torch.inference_mode():
+        out = sample(m, *_conds(family), steps=2, cfg=1.0, latent_hw=(16, 16))
+    assert torch.isfinite(out).all()
+    passes = 2 * len(corrector.trace)  # one pass per iteration plus the recorded final energy
+    assert passes > 0
+    energies = [float(e.mean()) for t in corrector.trace for e in t["energies"]]
+    assert all(math.isfinite(e) for e in energies)
+    depth = len(last_transformer.transformer_blocks)
+    assert [counts.get(f"last site block {i}", 0) for i in range(depth)] == [passes] * depth
+    assert counts.get("next block", 0) == 0
