@@ -38,12 +38,12 @@ def main() -> int:
     except NoComfyUI as e:
         sys.exit(str(e))
     import_pack()
-    from cxr_pack.cxr_core import random_models
+    from cxr_pack.cxr_core import diffusers_export, random_models
 
     make = {
         "sd15": random_models.ensure_random_sd15_checkpoint,
         "sdxl": random_models.ensure_random_sdxl_checkpoint,
-        "diffusers": random_models.ensure_random_sd15_diffusers,
+        "diffusers": diffusers_export.ensure_random_sd15_diffusers,
     }[args.family]
     print(make(args.cache, args.seed))
     return 0

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cxr_pack.cxr_core.random_models import (
-    ensure_random_sd15_diffusers,
-    ensure_random_sdxl_checkpoint,
-    vae_to_diffusers,
-)
+from cxr_pack.cxr_core.diffusers_export import ensure_random_sd15_diffusers, vae_to_diffusers
+from cxr_pack.cxr_core.random_models import ensure_random_sdxl_checkpoint
 from cxr_pack.nodes.attention_sites import model_scheme, model_sites
 
 
 def test_vae_keys_convert_back_with_the_hosts_function() -> None:
     import comfy.diffusers_convert
-    import comfy.ldm.models.autoencoder
-    from cxr_pack.cxr_core.random_models import SD15_VAE_DDCONFIG, init_random_
+    from cxr_pack.cxr_core.random_models import random_vae
 
-    vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(SD15_VAE_DDCONFIG), embed_dim=4)
-    sd = init_random_(vae, 3).state_dict()
+    sd = random_vae(3, torch.float32).state_dict()
     hf = vae_to_diffusers(sd)
     assert "decoder.up_blocks.0.resnets.0.norm1.weight" in hf, (
         "the key ComfyUI uses to recognise diffusers VAEs"
