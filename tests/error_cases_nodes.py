@@ -174,6 +174,13 @@ def gate_sites(ctx: Ctx) -> object:
 
 
 @case
+def gate_model_dit(ctx: Ctx) -> object:
+    from cxr_pack.cxr_core.random_models import build_tiny_pixart_model_patcher
+
+    return _gate(Ctx(ctx.inp, ctx.out, build_tiny_pixart_model_patcher(), ctx.clip))
+
+
+@case
 def gate_window(ctx: Ctx) -> object:
     return _gate(ctx, start_percent=0.8, end_percent=0.2)
 

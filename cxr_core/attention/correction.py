@@ -11,7 +11,9 @@ at each window step and once after it. Ancestral samplers keep one noise
 stream across the split calls.
 
 The gradient pass is cond-only, leaves inference mode, sees autograd
-copies of the weights for that pass only, and stops after the last energy site.
+copies of the weights for that pass only, and stops after the last energy site
+in the model's execution order (site_scheme.py), once every transformer block
+of that site has run (SDXL has several per site).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from .autograd import autograd_compatible_weights, gradient_pass
 from .energy import EnergyProbe, StopForward, concentration_energy
 from .engine import RUN_STATE_KEY, install_on_options
 from .prompt import RegulatedPrompt, check_sampled_prompt
+from .protocol import SiteCall
 from .schedule import RunSchedule, Window, require_steps
 from .site_masks import match_batch
-from .sites import SD15_SITES, SiteKey
+from .site_scheme import SiteKey, SiteScheme, scheme_of
 
 log = logging.getLogger("cxr_counterfactual.correction")
 
@@ -43,7 +46,7 @@ class LatentCorrector:
     columns: tuple[int, ...]  # pathology token positions
     prompt_len: int
     window: Window  # the steps to correct: progress 0..end
-    sites: tuple[SiteKey, ...]
+    sites: tuple[SiteKey, ...]  # energy sites, in the model's execution order (as model_sites gives them)
     eta: float = 30.0
     n_iter: int = 1
     kappa: float = 0.1
@@ -58,18 +61,29 @@ class LatentCorrector:
 
     @property
     def stop_site(self) -> SiteKey | None:
-        return max(self.sites, key=SD15_SITES.index) if self.truncate else None
+        """The last energy site (the sites are in execution order), after which the pass stops."""
+        return self.sites[-1] if self.truncate and self.sites else None
+
+    def truncation(self, scheme: SiteScheme) -> TruncateAfter | None:
+        """Where the gradient pass of a model with this scheme stops: after the last energy site run."""
+        if not self.truncate or not self.sites:
+            return None
+        last = max(self.sites, key=scheme.index)
+        return TruncateAfter(site=last, last_index=scheme.site(last).depth - 1)
 
     def energy_and_grad(self, guider: Any, x: torch.Tensor, sigma: float, model_options: dict):  # noqa: ANN201
         """(E (B,), dE/dx (B, C, H, W)) from one cond-only gradient pass."""
         import comfy.model_patcher
         import comfy.samplers
 
-        probe = EnergyProbe(self.columns, self.prompt_len, stop_after=self.stop_site)
+        model = guider.inner_model
+        probe = EnergyProbe(self.columns, self.prompt_len)
         mo = install_on_options(
             comfy.model_patcher.create_model_options_clone(model_options), probe, self.sites
         )
-        model = guider.inner_model
+        stop = self.truncation(scheme_of(model))
+        if stop is not None:  # installed after the probe, so the probe sees the last call first
+            mo = install_on_options(mo, stop, [stop.site])
         with gradient_pass(), autograd_compatible_weights(model.diffusion_model):
             z = x.detach().clone().requires_grad_(True)
             s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
@@ -116,6 +130,25 @@ class LatentCorrector:
         schedule = RunSchedule(sigmas)
         steps = [i for i in schedule.window_steps(self.window) if schedule.sigmas[i] > 0]
         return steps[-1] + 1 if steps else 0
+
+
+@dataclass(frozen=True, eq=False)
+class TruncateAfter:
+    """Observer that ends the gradient pass after the last transformer block of one site."""
+
+    role: ClassVar[str] = "observe"
+    label: ClassVar[str] = ""  # internal to the corrector's gradient pass: not reported on its own
+
+    site: SiteKey
+    last_index: int  # block_index of the site's last transformer block (depth - 1)
+    window: Window = field(default_factory=Window)
+    kind: str = "attn2"
+    cond_only: bool = True
+    prompt: RegulatedPrompt | None = None
+
+    def observe(self, call: SiteCall, q, k, v, bias, extra_options: dict) -> None:  # noqa: ANN001
+        if call.site == self.site and int(extra_options.get("block_index", 0)) >= self.last_index:
+            raise StopForward
 
 
 def _function_name(fn: Callable) -> str:

@@ -1,17 +1,19 @@
-"""Attention sites of the SD1.5 UNet and their token grids (docs/METHOD.md, "Attention sites").
+"""SD1.5's attention sites as a fixed table, for SD1.5 callers (docs/METHOD.md, "Attention sites").
 
-A site is a (block, number) pair in ComfyUI's naming, e.g. ("input", 1). Its
-token grid scales with the latent: level L divides the latent by 2**L, with
-ceil rounding (stride-2 convolutions with padding 1), so latents that are not
-multiples of 8 still map exactly.
+The attention nodes read the sites from the connected model (site_scheme.py);
+this table is the scheme discovered from an SD1.5 UNet, kept so that code and
+tests that work on SD1.5 alone can name its sites without a model. A site is a
+(block, number) pair in ComfyUI's naming, e.g. ("input", 1). Its token grid
+scales with the latent: level L divides the latent by 2**L, with ceil rounding
+(stride-2 convolutions with padding 1), so latents that are not multiples of 8
+still map exactly.
 """
 
 from __future__ import annotations
 
-import math
-import re
+from .site_scheme import Site, SiteKey, SiteScheme
 
-SiteKey = tuple[str, int]
+__all__ = ["SD15_SCHEME", "SD15_SITES", "SD15_SITE_LEVELS", "SiteKey", "parse_site_spec", "site_grid"]
 
 # level = number of stride-2 downsamplings between the latent and the site
 SD15_SITE_LEVELS: dict[SiteKey, int] = {
@@ -33,81 +35,24 @@ SD15_SITE_LEVELS: dict[SiteKey, int] = {
     ("output", 11): 0,
 }
 SD15_SITES: tuple[SiteKey, ...] = tuple(SD15_SITE_LEVELS)
-
-# the grid side of each level for a 512-px image (64x64 latent), as users name them
-GRID_AT_512: dict[int, int] = {0: 64, 1: 32, 2: 16, 3: 8}
-_LEVEL_OF_GRID = {v: k for k, v in GRID_AT_512.items()}
+SD15_SCHEME = SiteScheme(
+    family="SD1.x",
+    prediction="epsilon",
+    native_px=512,
+    sites=tuple(Site(key, level, 1) for key, level in SD15_SITE_LEVELS.items()),
+)
 
 
 def site_grid(latent_hw: tuple[int, int], site: SiteKey) -> tuple[int, int]:
-    """(h, w) token grid of a site for a latent of (H, W)."""
-    h, w = latent_hw
-    for _ in range(SD15_SITE_LEVELS[site]):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return h, w
+    """(h, w) token grid of an SD1.5 site for a latent of (H, W)."""
+    return SD15_SCHEME.grid(latent_hw, site)
 
 
 def parse_site_spec(spec: str) -> tuple[SiteKey, ...]:
-    """Sites from a user string.
+    """SD1.5 sites from a user string (SiteScheme.parse on the SD1.5 table).
 
     Accepts "all", grid sizes at 512 px ("64,32" = every site with 64x64 or 32x32
-    tokens at a 512-px image), "input"/"middle"/"output" for whole paths, and
-    explicit sites such as "input4" or "output11". Items combine as a union.
+    tokens at a 512-px image), "fine"/"mid"/"coarse"/"middle", "input"/"middle"/"output"
+    for whole paths, and explicit sites such as "input4" or "output11". Items combine as a union.
     """
-    text = (spec or "").strip().lower()
-    if not text:
-        raise ValueError("sites: empty; expected e.g. 'all', '64,32' or 'input4,output9'")
-    chosen: list[SiteKey] = []
-    for raw in text.replace(";", ",").split(","):
-        item = re.sub(r"^(\d+)x\d+$", r"\1", raw.strip().replace(" ", ""))
-        if not item:
-            continue
-        if item == "all":
-            chosen.extend(SD15_SITES)
-        elif item in ("input", "middle", "output"):
-            chosen.extend(s for s in SD15_SITES if s[0] == item)
-        elif item.isdigit() and int(item) in _LEVEL_OF_GRID:
-            chosen.extend(s for s, lvl in SD15_SITE_LEVELS.items() if lvl == _LEVEL_OF_GRID[int(item)])
-        else:
-            site = _parse_named_site(item)
-            if site is None:
-                raise ValueError(
-                    f"sites: cannot read '{raw.strip()}'; expected 'all', grid sizes at 512 px "
-                    f"({', '.join(str(g) for g in GRID_AT_512.values())}), 'input', 'middle', 'output', "
-                    f"or a site such as {', '.join(f'{b}{n}' for b, n in SD15_SITES[:3])}"
-                )
-            chosen.append(site)
-    return tuple(s for s in SD15_SITES if s in set(chosen))
-
-
-def _parse_named_site(item: str) -> SiteKey | None:
-    for block in ("input", "middle", "output"):
-        if item.startswith(block):
-            rest = item[len(block) :].lstrip("_")
-            if rest.isdigit() and (block, int(rest)) in SD15_SITE_LEVELS:
-                return (block, int(rest))
-    return None
-
-
-def check_sd15_structure(diffusion_model: object) -> None:
-    """Raise if the UNet does not have SD1.5's 16 attention sites in the expected blocks."""
-    from torch import nn
-
-    def has_attention(module: nn.Module) -> bool:
-        return any(type(m).__name__ == "SpatialTransformer" for m in module.modules())
-
-    found: list[SiteKey] = []
-    for i, blk in enumerate(getattr(diffusion_model, "input_blocks", [])):
-        if has_attention(blk):
-            found.append(("input", i))
-    mid = getattr(diffusion_model, "middle_block", None)
-    if mid is not None and has_attention(mid):
-        found.append(("middle", 0))
-    for i, blk in enumerate(getattr(diffusion_model, "output_blocks", [])):
-        if has_attention(blk):
-            found.append(("output", i))
-    if tuple(found) != SD15_SITES:
-        raise ValueError(
-            "model: these nodes patch the SD1.5 UNet (attention at input 1,2,4,5,7,8, middle 0, "
-            f"output 3-11); this model has attention at {found or 'no blocks'}. Load an SD1.x checkpoint."
-        )
+    return SD15_SCHEME.parse(spec)
