@@ -14,8 +14,17 @@ from cxr_pack.nodes.organ_mask_loader import OrganMaskLoader
 @pytest.fixture
 def extra_model_paths(tmp_path: Path):
     """A real extra_model_paths.yaml loaded by ComfyUI's own loader; folder_paths restored afterwards."""
+    import importlib.util
+
     import folder_paths
-    from utils.extra_config import load_extra_path_config
+
+    # ComfyUI's own loader, by file: the bare name ``utils`` can be taken by another module in a long session
+    spec = importlib.util.spec_from_file_location(
+        "comfyui_extra_config", Path(folder_paths.base_path) / "utils" / "extra_config.py"
+    )
+    extra_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extra_config)
+    load_extra_path_config = extra_config.load_extra_path_config
 
     saved = copy.deepcopy(folder_paths.folder_names_and_paths)
     folder = tmp_path / "shared_models" / "segmentation"
