@@ -266,24 +266,11 @@ def build_tiny_pixart_model_patcher(seed: int = 0):
 # Segmind Vega's layout: the smallest SDXL-family UNet ComfyUI detects from a checkpoint (transformer
 # depth 1 at the 1/16 level and 2 at the 1/32 level, no middle-block attention, context 2048, adm 2816).
 SDXL_VEGA_UNET_CONFIG: dict = {
-    "use_checkpoint": False,
-    "image_size": 32,
-    "out_channels": 4,
-    "use_spatial_transformer": True,
-    "legacy": False,
-    "num_classes": "sequential",
-    "adm_in_channels": 2816,
-    "in_channels": 4,
+    **SDXL_TINY_UNET_CONFIG,
     "model_channels": 320,
-    "num_res_blocks": [2, 2, 2],
     "transformer_depth": [0, 0, 1, 1, 2, 2],
     "transformer_depth_output": [0, 0, 0, 1, 1, 1, 2, 2, 2],
-    "channel_mult": [1, 2, 4],
     "transformer_depth_middle": -1,
-    "use_linear_in_transformer": True,
-    "context_dim": 2048,
-    "use_temporal_attention": False,
-    "use_temporal_resblock": False,
 }
 
 RANDOM_SDXL_CHECKPOINT_NAME = "cxr_random_sdxl_vega_seed{seed}.safetensors"

@@ -89,7 +89,7 @@ class RegulatedAttention:
     ):
         self.site = site
         self.kind = kind
-        self.contributions: tuple[Contribution, ...] = tuple(require_contribution(c) for c in contributions)
+        self.contributions: tuple[Contribution, ...] = tuple(contributions)  # checked once, at install
         self.inner = inner
 
     def with_contribution(self, contribution: Contribution) -> RegulatedAttention:

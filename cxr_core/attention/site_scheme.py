@@ -263,26 +263,21 @@ def discover_scheme(unet: Any, prediction: str = "epsilon", config_name: str = "
     def has(block: Any, cls: type) -> bool:
         return any(isinstance(m, cls) for m in block.modules())
 
+    def visit(key: SiteKey, block: Any, level: int) -> None:
+        found = attention_in(block)
+        if found:
+            sites.append(Site(key, level, _depth(found)))
+            transformers.extend(found)
+
     level = 0
     for i, block in enumerate(unet.input_blocks):
-        found = attention_in(block)
-        if found:
-            sites.append(Site(("input", i), level, _depth(found)))
-            transformers.extend(found)
-        if has(block, Downsample):
-            level += 1
+        visit(("input", i), block, level)
+        level += has(block, Downsample)
     if unet.middle_block is not None:
-        found = attention_in(unet.middle_block)
-        if found:
-            sites.append(Site(("middle", 0), level, _depth(found)))
-            transformers.extend(found)
+        visit(("middle", 0), unet.middle_block, level)
     for i, block in enumerate(unet.output_blocks):
-        found = attention_in(block)
-        if found:
-            sites.append(Site(("output", i), level, _depth(found)))
-            transformers.extend(found)
-        if has(block, Upsample):
-            level -= 1
+        visit(("output", i), block, level)
+        level -= has(block, Upsample)
     if not sites:
         raise _refuse("is a UNet without attention blocks", config_name)
     if any(type(t) is not SpatialTransformer for t in transformers):

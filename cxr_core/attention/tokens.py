@@ -49,15 +49,18 @@ def _host_tokenizer(clip_or_tokenizer: object) -> object:
     return tok
 
 
-def encoder_family(clip_or_tokenizer: object) -> str:
-    """The text encoder family of a CLIP/tokenizer; one whose words the pack cannot map is refused by name."""
-    keys = frozenset(_host_tokenizer(clip_or_tokenizer).tokenize_with_weights("a"))
+def _family(keys: frozenset[str]) -> str:
     if keys not in ENCODER_FAMILIES:
         raise TokenResolutionError(
             f"clip: this text encoder ({', '.join(sorted(keys))}) is not one whose words the pack can map to "
             f"attention columns; supported: {', '.join(ENCODER_FAMILIES.values())} (SD1.x, SD2.x and SDXL)"
         )
     return ENCODER_FAMILIES[keys]
+
+
+def encoder_family(clip_or_tokenizer: object) -> str:
+    """The text encoder family of a CLIP/tokenizer; one whose words the pack cannot map is refused by name."""
+    return _family(frozenset(_host_tokenizer(clip_or_tokenizer).tokenize_with_weights("a")))
 
 
 def _sd_tokenizer(clip_or_tokenizer: object) -> tuple[object, str]:
@@ -67,9 +70,9 @@ def _sd_tokenizer(clip_or_tokenizer: object) -> tuple[object, str]:
     positions are the context's positions; SD1 has only "l" and SD2 only "h".
     """
     tok = _host_tokenizer(clip_or_tokenizer)
-    encoder_family(tok)
-    probe = tok.tokenize_with_weights("a")
-    return tok, ("l" if "l" in probe else "h")
+    keys = frozenset(tok.tokenize_with_weights("a"))
+    _family(keys)
+    return tok, ("l" if "l" in keys else "h")
 
 
 def tokenize_prompt(clip_or_tokenizer: object, text: str) -> PromptTokens:
