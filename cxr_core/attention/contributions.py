@@ -23,8 +23,12 @@ from .prompt import RegulatedPrompt, context_columns
 from .protocol import SiteCall
 from .schedule import Window
 from .site_masks import mask_to_site
+from .structured_bias import BLOCKED, LowRankBias, StructuredBias, TokenGroups
 
 NEG_INF = float("-inf")
+HARD_GATE_FORM = (
+    "groups"  # "groups" (block-sparse) or "low_rank": how the hard gate runs without a dense bias
+)
 
 
 def _cached(call: SiteCall, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -103,6 +107,49 @@ class SelfAttentionGate:
             bias.diagonal(dim1=1, dim2=2).clamp_(min=0.0)  # a query always keeps its own key: no all -inf row
         return bias  # (Bm, N, N)
 
+    def structured(self, call: SiteCall) -> StructuredBias | None:
+        """The same bias without an N x N tensor (structured_bias.py), or None where only the dense one is exact."""
+        return _cached(call, ("gate-structured", id(self)), lambda: self._structured(call))
+
+    def _structured(self, call: SiteCall) -> StructuredBias | None:
+        r = self.memberships(call.hw, call.device)  # (Bm, K, N)
+        if self.hard:
+            return self._classes(r)
+        if float((r * r).sum(dim=1).max()) > 1.0 + 1e-6:
+            return None  # overlapping organs: min(1, r_i . r_j) clips somewhere, which no low rank form keeps
+        s = r.sum(dim=1)  # (Bm, N)
+        gated = (s > self.tau)[..., None]
+        rt = r.transpose(1, 2)  # (Bm, N, K)
+        u = rt * gated * self.gamma  # gated rows: gamma r_i . r_j = -gamma (1 - a_ij) + gamma
+        w = rt
+        if self.isolate_background:
+            u = torch.cat([u, (~gated).to(r.dtype)], dim=-1)  # background rows: -gamma min(1, s_j)
+            w = torch.cat([w, (s.clamp(max=1.0) * -self.gamma)[..., None]], dim=-1)
+        return LowRankBias(u, w)
+
+    def _classes(self, r: torch.Tensor) -> StructuredBias | None:
+        """Hard gate: tokens grouped by their decided organ set; a class sees the classes it shares an organ with."""
+        b = self.decided(r) > 0.5  # (Bm, K, N)
+        n_organs = b.shape[1]
+        if n_organs > 62:
+            return None
+        bits = torch.arange(n_organs, device=b.device)[None, :, None]
+        code = (b.long() << bits).sum(dim=1)  # (Bm, N): the organ set as a bit field; 0 = not gated
+        codes, cls = torch.unique(code, return_inverse=True)  # (P,), (Bm, N)
+        empty = codes == 0
+        meet = (codes[:, None] & codes[None, :]) != 0  # (P, P)
+        background_sees = empty[None, :] if self.isolate_background else torch.ones_like(meet)
+        allowed = torch.where(empty[:, None], background_sees, meet)  # query class x key class
+        if HARD_GATE_FORM == "groups" and cls.shape[0] == 1:
+            queries, keys = [], []
+            for p in range(len(codes)):
+                queries.append((cls[0] == p).nonzero().squeeze(1))
+                sees = allowed[p][cls[0]]
+                keys.append(None if bool(sees.all()) else sees.nonzero().squeeze(1))
+            return TokenGroups(tuple(queries), tuple(keys))
+        table = torch.zeros(allowed.shape, dtype=r.dtype, device=r.device).masked_fill_(~allowed, BLOCKED)
+        return LowRankBias(table[cls], torch.nn.functional.one_hot(cls, len(codes)).to(r.dtype))
+
 
 @dataclass(frozen=True, eq=False)
 class AnatomyTokenGate:
@@ -121,6 +168,9 @@ class AnatomyTokenGate:
 
     def bias(self, call: SiteCall) -> torch.Tensor:
         return _cached(call, ("anatomy", id(self)), lambda: self._bias(call))
+
+    def structured(self, call: SiteCall) -> None:
+        return None  # 77 text keys: the dense bias is small
 
     def _bias(self, call: SiteCall) -> torch.Tensor:
         bm = max(m.shape[0] for _, m in self.bindings)
@@ -152,6 +202,9 @@ class PathologyReweight:
 
     def bias(self, call: SiteCall) -> torch.Tensor:
         return _cached(call, ("pathology", id(self)), lambda: self._bias(call))
+
+    def structured(self, call: SiteCall) -> None:
+        return None  # 77 text keys: the dense bias is small
 
     def _bias(self, call: SiteCall) -> torch.Tensor:
         p = mask_to_site(self.prior.to(call.device), call.hw)  # (Bm, N)

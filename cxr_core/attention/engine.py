@@ -8,7 +8,9 @@ another node or pack registered first is wrapped, not overwritten.
 Per call: contributions outside their window (schedule.py: progress of the
 run's own steps, resolved against the sigmas of the sampling call) cost
 nothing; the active ones are summed into one compact bias (B, 1, Nq, Nk), broadcast over heads,
-cast to q's dtype, and passed to ComfyUI's ``optimized_attention``. Cond-only
+cast to q's dtype, and passed to ComfyUI's ``optimized_attention``. Where one contribution is
+active alone, nothing observes the call and the backend computes exact dot products, its
+structured form (structured_bias.py: low rank or block-sparse) replaces the dense bias. Cond-only
 contributions bias only the chunks that ``cond_or_uncond`` marks as cond.
 Per-run caches live in the run's own transformer_options (RunState) and die
 with the run. At the start of each sampling call every installed contribution's
@@ -34,6 +36,7 @@ from .protocol import BiasContribution, Contribution, ObserveContribution, SiteC
 from .schedule import RunSchedule, format_steps, require_steps, window_active
 from .site_masks import latent_site_hw, match_batch
 from .sites import SiteKey
+from .structured_bias import StructuredBias, structured_allowed, structured_attention
 
 log = logging.getLogger("cxr_counterfactual.attention")
 
@@ -131,22 +134,40 @@ class RegulatedAttention:
         )  # fmt: skip
         biasers: list[BiasContribution] = [c for c in active if c.role == "bias"]  # type: ignore[misc]
         observers: list[ObserveContribution] = [c for c in active if c.role == "observe"]  # type: ignore[misc]
-        bias = self._cached_bias(biasers, call, extra_options, q) if biasers else None
-        for c in observers:
-            c.observe(call, q, k, v, bias, extra_options)
-        if bias is None:
-            return self._plain(q, k, v, extra_options)
         attention = _attention()
         heads = extra_options["n_heads"]
         # the host's precision setting and attention overrides (transformer_options) apply to biased calls too
         options = dict(attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options)
-        out = attention.optimized_attention(q, k, v, heads, mask=bias, **options)
+        compact = self._structured(biasers, observers, call, attention.optimized_attention, extra_options)
+        if compact is not None:
+            out = structured_attention(
+                q, k, v, heads, compact, attention.optimized_attention, call.batch, **options
+            )
+        else:
+            bias = self._cached_bias(biasers, call, extra_options, q) if biasers else None
+            for c in observers:
+                c.observe(call, q, k, v, bias, extra_options)
+            if bias is None:
+                return self._plain(q, k, v, extra_options)
+            out = attention.optimized_attention(q, k, v, heads, mask=bias, **options)
         if self.inner is not None:
             # compose: the other replace's output plus the change our bias makes to plain attention
             out = self.inner(q, k, v, extra_options) + (
                 out - attention.optimized_attention(q, k, v, heads, **options)
             )
         return out
+
+    @staticmethod
+    def _structured(
+        biasers: list[BiasContribution], observers: list[ObserveContribution], call: SiteCall,
+        attention_fn: Callable, extra_options: dict,
+    ) -> StructuredBias | None:  # fmt: skip
+        """The one active bias in compact form, where that is exact and nothing needs the dense bias."""
+        if observers or len(biasers) != 1 or biasers[0].cond_only:
+            return None
+        if not structured_allowed(attention_fn, extra_options):
+            return None
+        return biasers[0].structured(call)
 
     def _cached_bias(
         self, biasers: list[BiasContribution], call: SiteCall, extra_options: dict, q: torch.Tensor

@@ -25,6 +25,7 @@ from .sites import SiteKey
 
 if TYPE_CHECKING:
     from .prompt import RegulatedPrompt
+    from .structured_bias import StructuredBias
 
 Kind = Literal["attn1", "attn2"]
 Role = Literal["bias", "observe"]
@@ -60,6 +61,11 @@ class BiasContribution(Contribution, Protocol):
         """(Bm, Nq, Nk) additive logits for this call, Bm = 1 (broadcast) or one per batch item."""
         ...
 
+    def structured(self, call: SiteCall) -> StructuredBias | None:
+        """The same bias in a compact exact form (structured_bias.py), or None: the engine uses it when this
+        contribution is the only one active at the call and nothing observes it."""
+        ...
+
 
 class ObserveContribution(Contribution, Protocol):
     def observe(
@@ -80,6 +86,8 @@ def require_contribution(contribution: object) -> Contribution:
         missing.append("role 'bias' or 'observe'")
     if not missing and not callable(getattr(contribution, role, None)):
         missing.append(f"method {role}()")
+    if not missing and role == "bias" and not callable(getattr(contribution, "structured", None)):
+        missing.append("method structured()")
     if not missing and contribution.kind not in ("attn1", "attn2"):
         missing.append("kind 'attn1' or 'attn2'")
     if missing:

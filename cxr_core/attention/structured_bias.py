@@ -1,0 +1,133 @@
+"""Attention with a structured logit bias that is never built as an Nq x Nk tensor (docs/METHOD.md, "Engine").
+
+The self-attention gate's bias depends only on which organs the query and the key
+belong to, so it has two exact compact forms:
+
+- Low rank: ``B_ij = u_i . w_j + c_i``. Softmax ignores a per-row constant c_i, and
+  ``q k^T / sqrt(d) + u w^T`` is the scaled product of ``[q a, u]`` and ``[k, w b]``
+  (a and b undo the backend's own ``1/sqrt(d')`` scale), so the bias rides in R extra
+  channels of q and k. Any attention kernel then runs unmasked: flash attention stays
+  available and no N x N bias is allocated.
+- Token groups (block-sparse): the hard gate's bias is 0 or -inf by the classes of
+  query and key, so the queries of one class attend only to the keys their class may
+  see. The work is the sum of the allowed blocks instead of the whole N x N square.
+
+Both give the dense biased attention within float tolerance (tests/test_structured_bias.py).
+They are used only where they are exact and the backend computes plain dot products
+(sage attention quantises q and k, so it keeps the dense bias).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .site_masks import match_batch
+
+# A logit this far below every other one is exactly 0 after softmax in fp32, fp16 and bf16
+# (exp(-1e4) underflows) and stays finite in half-precision q; it stands for -inf in a low-rank bias.
+BLOCKED = -1.0e4
+
+# Backends that compute softmax(q k^T / sqrt(d)) v with exact dot products (ComfyUI's function names).
+EXACT_BACKENDS = frozenset(
+    {
+        "attention_basic",
+        "attention_sub_quad",
+        "attention_split",
+        "attention_pytorch",
+        "attention_xformers",
+        "attention_flash",
+    }
+)
+DENSE_ENV = "CXR_ATTENTION_DENSE_BIAS"  # "1": always build the dense bias (benchmarks, troubleshooting)
+
+
+@dataclass(frozen=True)
+class LowRankBias:
+    """bias_ij = u_i . w_j (+ a per-query constant that softmax ignores)."""
+
+    u: torch.Tensor  # (Bm, Nq, R)
+    w: torch.Tensor  # (Bm, Nk, R)
+
+    def dense(self) -> torch.Tensor:
+        """The (Bm, Nq, Nk) bias it stands for (tests and observers only)."""
+        return self.u @ self.w.transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class TokenGroups:
+    """A block-sparse hard mask: each query group attends only to its own key set (None = every key)."""
+
+    queries: tuple[torch.Tensor, ...]  # long indices; together they are every query exactly once
+    keys: tuple[torch.Tensor | None, ...]
+
+
+StructuredBias = LowRankBias | TokenGroups
+
+
+def structured_allowed(attention_fn: Callable, extra_options: dict) -> bool:
+    """Whether the host's attention can take a structured bias instead of a dense one."""
+    if os.environ.get(DENSE_ENV, "") == "1":
+        return False
+    if "optimized_attention_override" in extra_options:
+        return False  # an override may quantise or reorder; it gets the dense bias it expects
+    return getattr(attention_fn, "__name__", "") in EXACT_BACKENDS
+
+
+def _per_item(t: torch.Tensor, total: int, items: int) -> torch.Tensor:
+    """(Bm, N, R) -> (total, N, R): Bm = 1 broadcasts; Bm = items repeats once per cond/uncond chunk."""
+    if t.shape[0] == 1:
+        return t.expand(total, *t.shape[1:])
+    return match_batch(t, items, "attention masks").repeat(total // items, 1, 1)
+
+
+def low_rank_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, bias: LowRankBias, attention_fn: Callable,
+    items: int | None = None, **options,
+) -> torch.Tensor:  # fmt: skip
+    """softmax(q k^T / sqrt(d) + u w^T) v for (B, N, heads * d) q, k, v, through ``attention_fn`` unmasked.
+
+    ``items``: batch items per cond/uncond chunk, when the bias has one entry per item.
+    """
+    b, nq, inner = q.shape
+    nk = k.shape[1]
+    d = inner // heads
+    rank = bias.u.shape[-1]
+    dp = -(-(d + rank) // 8) * 8  # head size a multiple of 8, as flash kernels want
+    u = _per_item(bias.u.to(q.dtype), b, items or b)[:, None]  # (B, 1, Nq, R)
+    w = _per_item(bias.w.to(q.dtype), b, items or b)[:, None]
+    q2 = q.new_zeros(b, heads, nq, dp)
+    k2 = q.new_zeros(b, heads, nk, dp)
+    v2 = q.new_zeros(b, heads, nk, dp)
+    q2[..., :d] = q.view(b, nq, heads, d).transpose(1, 2) * math.sqrt(dp / d)
+    q2[..., d : d + rank] = u
+    k2[..., :d] = k.view(b, nk, heads, d).transpose(1, 2)
+    k2[..., d : d + rank] = w * math.sqrt(dp)
+    v2[..., :d] = v.view(b, nk, heads, d).transpose(1, 2)
+    out = attention_fn(q2, k2, v2, heads, skip_reshape=True, skip_output_reshape=True, **options)
+    return out[..., :d].transpose(1, 2).reshape(b, nq, heads * d)
+
+
+def grouped_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, groups: TokenGroups, attention_fn: Callable,
+    **options,
+) -> torch.Tensor:  # fmt: skip
+    """Block-sparse attention: each query group through ``attention_fn`` over its own keys only."""
+    out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
+    for qi, ki in zip(groups.queries, groups.keys, strict=True):
+        kk, vv = (k, v) if ki is None else (k[:, ki], v[:, ki])
+        out[:, qi] = attention_fn(q[:, qi], kk, vv, heads, **options)
+    return out
+
+
+def structured_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, bias: StructuredBias, attention_fn: Callable,
+    items: int | None = None, **options,
+) -> torch.Tensor:  # fmt: skip
+    if isinstance(bias, TokenGroups):
+        return grouped_attention(q, k, v, heads, bias, attention_fn, **options)
+    return low_rank_attention(q, k, v, heads, bias, attention_fn, items, **options)
