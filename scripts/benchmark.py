@@ -5,7 +5,9 @@
     python scripts/benchmark.py --smoke                          # CPU smoke: tiny UNet, 64 px, 2 steps
 
 Configurations: plain sampling, each module alone (gate, reweight, correction) and all
-three together, with the nodes' defaults (gate sites 64,32 over the whole run, reweight
+three together; on request also ``gate_dense`` (the gate with the dense N x N bias
+instead of its low-rank form), ``hard_gate`` (block-sparse by organ) and
+``hard_gate_dense`` (the -inf mask). All with the nodes' defaults (gate sites 64,32 over the whole run, reweight
 all sites over 0..0.4, correction 16x16 sites over 0..0.25, truncated gradient pass).
 One randomly initialised SD1.5-architecture UNet (random weights: mechanics, not
 medicine) is built once and sampled with euler, cfg 5, from pure noise; each cell
@@ -32,6 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "chest x-ray, left pleural effusion"
 CONFIGS = ("plain", "gate", "reweight", "correction", "all")
+# on request (--configs): the gate with its dense N x N bias instead of the structured form, and the hard gate
+GATE_FORMS = ("gate_dense", "hard_gate", "hard_gate_dense")
+DENSE_ENV = "CXR_ATTENTION_DENSE_BIAS"  # cxr_core/attention/structured_bias.py reads it at every call
 
 
 class PeakMemory:
@@ -105,11 +110,11 @@ def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
     from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
 
     organ, prior = masks(size)
-    if config in ("gate", "all"):
+    if config in ("gate", "all", *GATE_FORMS):
         organs = OrganMasks(("right_lung", "left_lung", "heart"), organ, (size, size))
         model = AnatomyAttentionGate.execute(
-            model, organs, organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=0.0,
-            end_percent=1.0, background="free", enabled=True,
+            model, organs, organs="all", strength=4.0, hard=config.startswith("hard"), tau=0.5, sites="64,32",
+            start_percent=0.0, end_percent=1.0, background="free", enabled=True,
         ).result[0]  # fmt: skip
     if config in ("reweight", "all"):
         model = PathologyCrossAttnReweight.execute(
@@ -218,8 +223,8 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     dtype = torch.float16 if cuda else torch.float32
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if configs[0] != "plain" or any(c not in CONFIGS for c in configs):
-        sys.exit(f"--configs: start with plain, then any of {CONFIGS}; received {args.configs}")
+    if configs[0] != "plain" or any(c not in (*CONFIGS, *GATE_FORMS) for c in configs):
+        sys.exit(f"--configs: start with plain, then any of {CONFIGS + GATE_FORMS}; received {args.configs}")
     env = environment(cuda)
     env.update(channels=args.channels, steps=args.steps, repeat=args.repeat, dtype=str(dtype).split(".")[-1],
                denoise=args.denoise)  # fmt: skip
@@ -237,7 +242,12 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         for size, batch in cells(args):
             for config in configs:
-                seconds, peak, times = measure(patched(model, config, size, tok), size, batch, args, cuda)
+                if config.endswith("_dense"):
+                    os.environ[DENSE_ENV] = "1"
+                try:
+                    seconds, peak, times = measure(patched(model, config, size, tok), size, batch, args, cuda)
+                finally:
+                    os.environ.pop(DENSE_ENV, None)
                 plain = next((r for r in rows if (r["size"], r["batch"], r["config"]) == (size, batch, "plain")),
                              None)  # fmt: skip
                 row = {"size": size, "batch": batch, "config": config, "seconds": round(seconds, 4),
@@ -245,7 +255,7 @@ def main() -> int:
                        "time_ratio": round(seconds / plain["seconds"], 4) if plain else 1.0,
                        "mem_ratio": round(peak / plain["peak_mib"], 4) if plain else 1.0}  # fmt: skip
                 rows.append(row)
-                print(f"{size:5d} px  batch {batch}  {config:11s} {seconds:9.3f} s  x{row['time_ratio']:.3f}  "
+                print(f"{size:5d} px  batch {batch}  {config:15s} {seconds:9.3f} s  x{row['time_ratio']:.3f}  "
                       f"peak {peak:9.0f} MiB  x{row['mem_ratio']:.3f}", flush=True)  # fmt: skip
                 write_reports(rows, env, args.out)  # after every cell: a cut-off run keeps what it measured
                 if cuda:

@@ -1,4 +1,4 @@
-"""The device check's CPU smoke run in CI: scripts/device_check.sh with its benchmark step at CPU size.
+"""The device check's CPU smoke run in CI: scripts/device_check.sh with its benchmark steps at CPU size.
 
 No thresholds: this proves the plumbing (environment, steps, summary, the benchmark's CSV, markdown, JSON
 and chart), not speed. The device test subset itself runs in CI as tests/test_device.py.
@@ -19,7 +19,10 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     import sys
 
     env = dict(
-        os.environ, COMFYUI_DIR=str(comfyui_dir), CXR_PY=sys.executable, CXR_DEVICE_STEPS="benchmark_target"
+        os.environ,
+        COMFYUI_DIR=str(comfyui_dir),
+        CXR_PY=sys.executable,
+        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention",
     )
     out = tmp_path / "dc"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "device_check.sh"), str(out)], env=env,
@@ -29,10 +32,25 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     assert "Mode: **CPU**" in summary and "smoke figures, not GPU figures" in summary
     assert "- benchmark_target: passed" in summary and "- workflow: not run (CXR_DEVICE_STEPS)" in summary
     rows = list(csv.DictReader((out / "target" / "benchmark.csv").open()))
-    assert [r["config"] for r in rows] == ["plain", "gate", "reweight", "correction", "all"]
+    assert [r["config"] for r in rows] == [
+        "plain", "gate", "gate_dense", "hard_gate", "hard_gate_dense", "reweight", "correction", "all"
+    ]  # fmt: skip
     assert all(float(r["seconds"]) > 0 and float(r["peak_mib"]) > 0 for r in rows)
     assert float(rows[0]["time_ratio"]) == 1.0 and float(rows[0]["mem_ratio"]) == 1.0
     env_record = json.loads((out / "target" / "benchmark.json").read_text())["environment"]
     assert env_record["channels"] == 32 and env_record["attention_backend"]
     assert (out / "target" / "benchmark.png").stat().st_size > 1000
     assert "| 64 | 1 | all |" in (out / "target" / "benchmark.md").read_text()
+    assert "- benchmark_attention: passed" in summary and "## The gate per attention call" in summary
+    calls = list(csv.DictReader((out / "attention" / "attention.csv").open()))
+    assert [r["form"] for r in calls] == [
+        "plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank"
+    ]  # fmt: skip
+    assert all(r["side"] == "32" and float(r["seconds"]) > 0 for r in calls)
+    dense, compact = (
+        float(next(r["bias_mib"] for r in calls if r["form"] == f)) for f in ("soft_dense", "soft_low_rank")
+    )
+    assert dense == (32 * 32) ** 2 * 4 / 2**20, (
+        "the dense fp32 bias of a 32x32 site: 1024 x 1024 x 4 bytes"
+    )
+    assert compact < dense / 50, "the low-rank factors are a few channels per token"
