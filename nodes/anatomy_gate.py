@@ -66,7 +66,7 @@ class AnatomyAttentionGate(io.ComfyNode):
                     step=0.05,
                     tooltip="A token is gated when its total membership in the selected organs exceeds tau.",
                 ),
-                sites_input("64,32"),
+                sites_input("fine, mid"),
                 *window_inputs(0.0, 1.0),
                 io.Combo.Input(
                     "background",

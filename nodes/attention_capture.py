@@ -47,7 +47,7 @@ class AttentionMapCapture(io.ComfyNode):
                     tooltip="Words to record, comma-separated, each in the prompt's text. Empty: the prompt's "
                     "pathology words and anatomy words.",
                 ),
-                sites_input("16"),
+                sites_input("coarse"),
                 io.String.Input(
                     "steps", default="all", tooltip="'all', or step indices to record such as '0,4,9'."
                 ),

@@ -47,8 +47,11 @@ def sites_input(default: str) -> io.String.Input:
     return io.String.Input(
         "sites",
         default=default,
-        tooltip="Attention sites to patch: 'all'; token-grid sizes at a 512-px image ('64,32' = the fine sites, "
-        "'16' = the 16x16 sites, '8' = middle); 'input', 'middle', 'output'; or sites like 'input4,output9'.",
+        tooltip="Attention sites to patch, read from the connected model: 'fine', 'mid', 'coarse' (its finest, "
+        "in-between and coarsest attention levels, comma-separated; on SD1.5 and SD2 at 512 px these are the 64x64, "
+        "32x32 and 16x16 sites, on SDXL at 1024 px 'mid' and 'coarse' are 64x64 and 32x32); 'middle'; 'all'; "
+        "'input' or 'output'; token-grid sides at the model's native size such as '64,32'; or single sites "
+        "such as 'input4,output9'.",
     )
 
 

@@ -31,7 +31,7 @@ WRAPPER_KEY = "cxr_counterfactual.latent_correction"
 
 def build_corrector(
     model, prompt, prior: torch.Tensor, *, eta: float = 30.0, iterations: int = 1, end_percent: float = 0.25,
-    kappa: float = 0.1, energy_threshold: float = 0.2, sites: str = "16", truncate: bool = True,
+    kappa: float = 0.1, energy_threshold: float = 0.2, sites: str = "coarse", truncate: bool = True,
     window_schedule: str = "run",
 ) -> LatentCorrector:  # fmt: skip
     node = "EnergyLatentCorrector"
@@ -111,7 +111,7 @@ class EnergyLatentCorrector(io.ComfyNode):
                     step=0.01,
                     tooltip="Stop iterating once E falls below this.",
                 ),
-                sites_input("16"),
+                sites_input("coarse"),
                 io.Boolean.Input(
                     "truncate",
                     default=True,

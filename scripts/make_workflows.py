@@ -1,6 +1,7 @@
 """Generate example_workflows/: editor (UI) workflows, their API twins and thumbnails.
 
-    python scripts/make_workflows.py    # starts a local ComfyUI with the random checkpoint
+    python scripts/make_workflows.py                    # starts a local ComfyUI with the random checkpoint
+    python scripts/make_workflows.py --keep-thumbnails  # graphs only; the committed thumbnails stay
 
 The server gives /object_info and runs each workflow once (random SD1.5
 weights, 128 px, 4 steps) for its thumbnail: the workflow's own outputs,
@@ -324,7 +325,15 @@ VARIANTS = tuple(NOTES)
 
 
 def main() -> int:
+    import argparse
     import shutil
+
+    ap = argparse.ArgumentParser(
+        description="Generate example_workflows/ (editor files, API twins, thumbnails)."
+    )
+    ap.add_argument("--keep-thumbnails", action="store_true", help="write the graphs only and keep the committed "
+                    "thumbnails (for a change that cannot alter the outputs, e.g. a widget default renamed)")  # fmt: skip
+    keep = ap.parse_args().keep_thumbnails
 
     from cxr_pack.cxr_runner.client import ComfyClient
     from cxr_pack.cxr_runner.server import LocalComfyServer
@@ -337,7 +346,7 @@ def main() -> int:
         sys.exit(f"{ckpt_dir / CKPT} is missing; generate it with scripts/make_random_checkpoint.py")
     from cxr_pack.cxr_core.demo_assets import demo_label_map_path, demo_legend_path, demo_radiograph_path
 
-    for old in [*OUT.glob("*.json"), *OUT.glob("*.jpg")]:
+    for old in [*OUT.glob("*.json"), *([] if keep else OUT.glob("*.jpg"))]:
         old.unlink()
     with LocalComfyServer(comfyui_dir=Path(comfy_dir), python=sys.executable,
                           model_dirs={"checkpoints": [str(ckpt_dir)]}) as server:  # fmt: skip
@@ -356,8 +365,13 @@ def main() -> int:
             api = ui_to_api(ui, info)
             (OUT / f"{title}.json").write_text(json.dumps(ui, indent=1) + "\n")
             (OUT / "api" / f"{variant}.json").write_text(json.dumps(api, indent=1) + "\n")
-            output_thumbnail(title, run_for_thumbnail(client, api, variant), OUT / f"{title}.jpg")
-            print(f"wrote example_workflows/{title}.json (+ api/{variant}.json, thumbnail)")
+            if keep and not (OUT / f"{title}.jpg").is_file():
+                sys.exit(f"--keep-thumbnails: {title}.jpg is missing; run without it to make the thumbnails")
+            if not keep:
+                output_thumbnail(title, run_for_thumbnail(client, api, variant), OUT / f"{title}.jpg")
+            print(
+                f"wrote example_workflows/{title}.json (+ api/{variant}.json{'' if keep else ', thumbnail'})"
+            )
     return 0
 
 

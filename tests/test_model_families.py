@@ -103,6 +103,21 @@ def test_execution_order_depth_and_grids_match_a_real_run(family: str, family_mo
         assert r["q"].shape[1] == r["hw"][0] * r["hw"][1]
 
 
+def test_node_site_defaults_exist_on_every_family(family: str, family_model) -> None:
+    """The nodes' default sites are level names, so an unedited node works on SD1.x, SD2.x and SDXL alike."""
+    from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
+    from cxr_pack.nodes.attention_capture import AttentionMapCapture
+    from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
+    from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
+
+    expected = {AnatomyAttentionGate: "fine, mid", EnergyLatentCorrector: "coarse", AttentionMapCapture: "coarse",
+                PathologyCrossAttnReweight: "all"}  # fmt: skip
+    for node, default in expected.items():
+        sites = next(i for i in node.define_schema().inputs if i.id == "sites")
+        assert sites.default == default, node.__name__
+        assert model_sites(family_model, sites.default), f"{node.__name__}: default sites {default!r} on {family}"
+
+
 def test_level_names_mean_the_same_image_fraction_on_every_family(family: str, family_model) -> None:
     scheme = model_scheme(family_model)
     px = scheme.native_px
