@@ -12,6 +12,7 @@ Each contribution is an immutable value that meets the engine's protocol
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .schedule import Window
 from .site_masks import mask_to_site
 from .structured_bias import BLOCKED, LowRankBias, StructuredBias, TokenGroups
 
+log = logging.getLogger("cxr_counterfactual.attention")
 NEG_INF = float("-inf")
 HARD_GATE_FORM = (
     "groups"  # "groups" (block-sparse) or "low_rank": how the hard gate runs without a dense bias
@@ -115,7 +117,11 @@ class SelfAttentionGate:
         r = self.memberships(call.hw, call.device)  # (Bm, K, N)
         if self.hard:
             return self._classes(r)
-        if float((r * r).sum(dim=1).max()) > 1.0 + 1e-6:
+        if float((r * r).sum(dim=1).max()) > 1.0 + 1e-6:  # once per grid and run (cached)
+            log.info(
+                "AnatomyAttentionGate at %dx%d: the selected organs overlap, so the soft gate uses the dense "
+                "N x N bias (%d tokens); a label map, or the hard gate, avoids it", *call.hw, call.n_q,
+            )  # fmt: skip
             return None  # overlapping organs: min(1, r_i . r_j) clips somewhere, which no low rank form keeps
         s = r.sum(dim=1)  # (Bm, N)
         gated = (s > self.tau)[..., None]

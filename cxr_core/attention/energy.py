@@ -18,7 +18,6 @@ from .prompt import RegulatedPrompt, context_columns
 from .protocol import SiteCall
 from .schedule import Window
 from .site_masks import mask_to_site
-from .sites import SiteKey
 
 
 class StopForward(Exception):
@@ -34,7 +33,6 @@ class EnergyProbe:
 
     columns: tuple[int, ...]  # token positions in the prompt
     prompt_len: int
-    stop_after: SiteKey | None = None
     window: Window = field(default_factory=Window)
     kind: str = "attn2"
     cond_only: bool = True
@@ -45,8 +43,6 @@ class EnergyProbe:
         cols = context_columns(self.columns, self.prompt_len, call.n_k, call.device, "EnergyLatentCorrector")
         probs = attention_probs(q, k, extra_options["n_heads"], bias)  # (B, H, Nq, Nk), cond-only pass
         self.maps.append((call.hw, probs[..., cols].mean(1)))  # (B, Nq, T)
-        if self.stop_after is not None and call.site == self.stop_after:
-            raise StopForward
 
 
 def concentration_energy(
