@@ -14,9 +14,10 @@ ComfyUI's own attention function (the backend the host chose) on the same q, k, 
   -inf mask, block-sparse by organ class, and folded into q/k channels.
 
 Each is timed ``--repeat`` times after a warm-up; the median counts, with ratios to
-``plain`` and to the dense form of the same gate. On a GPU it records the peak
-allocator memory of the call (bias included); everywhere it records the bytes of the
-bias the call needs. Writes attention.csv, attention.md and attention.json to ``--out``.
+``plain`` and to the dense form of the same gate. It records the peak memory the
+calls take above what is allocated before them (CUDA allocator on a GPU, resident
+memory sampled every 2 ms on a CPU: the transient copies a backend makes of the bias
+count) and the bytes of the bias itself. Writes attention.csv, attention.md and attention.json to ``--out``.
 """
 
 from __future__ import annotations
@@ -35,23 +36,29 @@ HEADS, DIM = 8, 40  # SD1.5's first transformer level
 
 
 def timed(fn, repeat: int, cuda: bool) -> tuple[float, float]:  # noqa: ANN001
-    """(median seconds, peak MiB above the start on a GPU, else 0) of ``fn`` after one warm-up call."""
+    """(median seconds, peak MiB above the start) of ``fn`` after one warm-up call.
+
+    Peak: the CUDA allocator's on a GPU; on a CPU the process's resident memory, sampled every 2 ms.
+    """
+    import psutil
     import torch
+    from benchmark import PeakMemory
 
     fn()
     if cuda:
         torch.cuda.synchronize()
-        start = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated() / 2**20
+    else:
+        start = psutil.Process().memory_info().rss / 2**20
     times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() - start) / 2**20 if cuda else 0.0
-    return statistics.median(times), peak
+    with PeakMemory(cuda) as mem:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), max(0.0, mem.peak - start)
 
 
 def bias_bytes(obj) -> int:  # noqa: ANN001
