@@ -203,3 +203,32 @@ def test_cross_attention_biases_are_built_in_the_attention_dtype(dtype: torch.dt
         half = c.bias(SiteCall(("input", 1), "attn2", (8, 8), 64, 77, 1, torch.device("cpu"), dtype=dtype))
         full = c.bias(SiteCall(("input", 1), "attn2", (8, 8), 64, 77, 1, torch.device("cpu")))
         assert half.dtype == dtype and torch.allclose(half.float(), full, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_structured_gate_on_the_device_matches_the_dense_gate(dtype: torch.dtype, hard: bool) -> None:
+    """The gate's low-rank / block-sparse form through the host's attention on its device, against the dense bias."""
+    import comfy.ldm.modules.attention as attention
+    import comfy.model_management
+    from cxr_pack.cxr_core.attention.contributions import SelfAttentionGate
+    from cxr_pack.cxr_core.attention.protocol import SiteCall
+    from cxr_pack.cxr_core.attention.structured_bias import structured_allowed, structured_attention
+
+    dev = comfy.model_management.get_torch_device()
+    fn = attention.optimized_attention
+    assert structured_allowed(fn, {}), f"{fn.__name__}: the host's attention should take the compact form"
+    gate = SelfAttentionGate(masks=_organs().masks.to(dev), hard=hard)
+    hw, heads = (32, 32), 8
+    call = SiteCall(("input", 1), "attn1", hw, 1024, 1024, 1, dev, None, dtype)
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 1024, heads * 40, generator=g).to(dev, dtype) for _ in range(3))
+    with torch.inference_mode():
+        compact = structured_attention(q, k, v, heads, gate.structured(call), fn, items=1)
+        dense = fn(q, k, v, heads, mask=gate.bias(call).unsqueeze(1))
+        plain = fn(q, k, v, heads)
+    assert torch.isfinite(compact).all()
+    err = float((compact.float() - dense.float()).abs().max())
+    tol = 1e-2 if dtype == torch.float16 else 5e-2  # half-precision rounding of two kernels' softmax
+    assert err < tol, f"{dev} {dtype}: compact gate differs from the dense gate by {err}"
+    assert float((dense.float() - plain.float()).abs().max()) > 5 * tol, "the gate must change the output"

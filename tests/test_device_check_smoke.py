@@ -50,7 +50,5 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     dense, compact = (
         float(next(r["bias_mib"] for r in calls if r["form"] == f)) for f in ("soft_dense", "soft_low_rank")
     )
-    assert dense == (32 * 32) ** 2 * 4 / 2**20, (
-        "the dense fp32 bias of a 32x32 site: 1024 x 1024 x 4 bytes"
-    )
+    assert dense == (32 * 32) ** 2 * 4 / 2**20, "the dense fp32 bias of a 32x32 site: 1024 x 1024 x 4 bytes"
     assert compact < dense / 50, "the low-rank factors are a few channels per token"

@@ -115,7 +115,9 @@ def test_node_site_defaults_exist_on_every_family(family: str, family_model) -> 
     for node, default in expected.items():
         sites = next(i for i in node.define_schema().inputs if i.id == "sites")
         assert sites.default == default, node.__name__
-        assert model_sites(family_model, sites.default), f"{node.__name__}: default sites {default!r} on {family}"
+        assert model_sites(family_model, sites.default), (
+            f"{node.__name__}: default sites {default!r} on {family}"
+        )
 
 
 def test_level_names_mean_the_same_image_fraction_on_every_family(family: str, family_model) -> None:
