@@ -189,3 +189,19 @@ def test_sampling_with_the_structured_gate_matches_the_dense_gate(
     assert float((dense - plain).abs().max()) > 1e-2 * scale, (
         "the gate must change the sample (else the check is empty)"
     )
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_gradients_through_the_structured_gate_match_the_dense_gate(hard: bool) -> None:
+    """The corrector's gradient pass runs through the gate: both forms give the same gradient w.r.t. q, k, v."""
+    gate = SelfAttentionGate(masks=_edge_masks()[None], hard=hard)
+    call = _call((12, 12))
+    fn = _backends()["pytorch"]
+    q, k, v = (t.requires_grad_(True) for t in _qkv(1, 144, seed=8))
+    weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(9))
+    compact = (structured_attention(q, k, v, HEADS, gate.structured(call), fn, items=1) * weight).sum()
+    grads_compact = torch.autograd.grad(compact, (q, k, v))
+    dense = (fn(q, k, v, HEADS, mask=gate.bias(call).unsqueeze(1)) * weight).sum()
+    grads_dense = torch.autograd.grad(dense, (q, k, v))
+    for name, a, b in zip("qkv", grads_compact, grads_dense, strict=True):
+        assert float((a - b).abs().max()) < 1e-4 * float(b.abs().max()), f"d/d{name}"
