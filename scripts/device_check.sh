@@ -11,9 +11,11 @@
 #    also with its dense bias, and the hard gate), then a grid over 512/768/1024 px and batch 1/2/4 at 10
 #    steps (median of 2), cheapest cells first;
 # 4. the gate per attention call (scripts/benchmark_attention.py): dense bias against its low-rank and
-#    block-sparse forms at the 64x64 and 128x128 sites.
+#    block-sparse forms at the 64x64 and 128x128 sites;
+# 5. the correction's profile (scripts/profile_correction.py): its gradient pass in parts (weight swap,
+#    forward + energy, backward), in plain-step units, truncated and untruncated.
 # Without CUDA it runs the same steps at CPU size (CPU tests, a 128-px 4-step workflow, the benchmark's
-# --smoke size, the attention call at a 32x32 site) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
+# --smoke size, the attention call at a 32x32 site, the profile at 64 px) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
 # the workflow's pictures and metrics. Exit status: non-zero if a step failed.
 #
 # CXR_DEVICE_STEPS=tests,benchmark_target (comma-separated) runs only those steps.
@@ -52,7 +54,7 @@ summary="$OUT/summary.md"
   echo
 } > "$summary"
 
-STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,benchmark_grid,workflow_offload},"
+STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,profile_correction,benchmark_grid,workflow_offload},"
 step() {  # step NAME TIMEOUT_S CMD...: run, log to OUT/NAME.log, record pass/fail and seconds
   local name="$1" limit="$2"; shift 2
   case "$STEPS_WANTED" in *",$name,"*) ;; *) echo "- $name: not run (CXR_DEVICE_STEPS)" >> "$summary"; return 0 ;; esac
@@ -94,11 +96,13 @@ if [ "$MODE" = cuda ]; then
   step benchmark_target 150 "$CXR_PY" scripts/benchmark.py --cells 512x1 --steps 30 --repeat 3 --out "$OUT/target" \
     --configs "$TARGET_CONFIGS"
   step benchmark_attention 90 "$CXR_PY" scripts/benchmark_attention.py --sides 64,128 --repeat 10 --out "$OUT/attention"
+  step profile_correction 90 "$CXR_PY" scripts/profile_correction.py --size 512 --steps 30 --repeat 3 --out "$OUT/profile"
   step benchmark_grid 130 "$CXR_PY" scripts/benchmark.py --steps 10 --repeat 2 --out "$OUT/grid" \
     --cells 512x1,512x2,768x1,512x4,1024x1,768x2,768x4,1024x2,1024x4
 else
   step benchmark_target 300 "$CXR_PY" scripts/benchmark.py --smoke --out "$OUT/target" --configs "$TARGET_CONFIGS"
   step benchmark_attention 120 "$CXR_PY" scripts/benchmark_attention.py --sides 32 --repeat 2 --out "$OUT/attention"
+  step profile_correction 300 "$CXR_PY" scripts/profile_correction.py --size 64 --steps 4 --repeat 1 --out "$OUT/profile"
 fi
 step workflow_offload 90 "$CXR_PY" scripts/main_job.py --size "$SIZE" --steps "$STEPS" \
   --workdir "$OUT/workflow_offload" "${GPU_FLAG[@]}" "${FRONT[@]}" --server-arg=--novram
@@ -111,6 +115,7 @@ keep_pictures workflow_offload
     [ -f "$OUT/$b/benchmark.md" ] && { echo; echo "## Benchmark: $b"; echo; cat "$OUT/$b/benchmark.md"; }
   done
   [ -f "$OUT/attention/attention.md" ] && { echo; echo "## The gate per attention call"; echo; cat "$OUT/attention/attention.md"; }
+  [ -f "$OUT/profile/profile.md" ] && { echo; echo "## The correction's gradient pass"; echo; cat "$OUT/profile/profile.md"; }
 } >> "$summary"
 echo "[device_check] $( [ $status -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED'); see $summary"
 exit $status

@@ -22,7 +22,7 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
         os.environ,
         COMFYUI_DIR=str(comfyui_dir),
         CXR_PY=sys.executable,
-        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention",
+        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention,profile_correction",
     )
     out = tmp_path / "dc"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "device_check.sh"), str(out)], env=env,
@@ -52,3 +52,8 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     )
     assert dense == (32 * 32) ** 2 * 4 / 2**20, "the dense fp32 bias of a 32x32 site: 1024 x 1024 x 4 bytes"
     assert compact < dense / 50, "the low-rank factors are a few channels per token"
+    assert "- profile_correction: passed" in summary and "## The correction's gradient pass" in summary
+    profile = json.loads((out / "profile" / "profile.json").read_text())["configs"]
+    for name in ("truncated", "untruncated"):
+        p = profile[name]
+        assert p["passes_per_run"] >= 1 and p["backward_ms"] > 0 and p["forward_and_energy_ms"] > 0, p
