@@ -178,8 +178,8 @@ def test_batch_two_different_priors_and_cfg_one(inference_model, sd1_tokenizer) 
 
 def test_nan_gradient_is_a_logged_skip(inference_model, sd1_tokenizer, caplog) -> None:
     class Broken(LatentCorrector):
-        def energy_and_grad(self, guider, x, sigma, model_options):
-            e, g = super().energy_and_grad(guider, x, sigma, model_options)
+        def energy_and_grad(self, guider, x, sigma, model_options, aliases=None):
+            e, g = super().energy_and_grad(guider, x, sigma, model_options, aliases)
             g = g.clone()
             g[1] = float("nan")
             return e, g
@@ -309,3 +309,44 @@ def test_gradient_pass_aliases_weights_without_copies_and_matches_copied_weights
     (e1, g1), (e2, g2) = seen["alias"], seen["copy"]
     assert torch.allclose(e1, e2, rtol=1e-5) and torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
     assert float(g1.abs().max()) > 0
+
+
+def test_gradient_passes_of_one_run_reuse_weight_aliases_and_each_run_starts_afresh(
+    inference_model, sd1_tokenizer, monkeypatch
+) -> None:
+    """One alias per weight per sampling call (not per pass); a moved weight gets a new one; nothing outlives the run."""
+    from cxr_pack.cxr_core.attention import correction
+    from cxr_pack.cxr_core.attention.autograd import autograd_compatible_weights
+
+    unet = inference_model.model.diffusion_model
+    cache: dict = {}
+    with autograd_compatible_weights(unet, cache):
+        first = {n: p for n, p in unet.named_parameters()}
+    with autograd_compatible_weights(unet, cache):
+        assert all(p is first[n] for n, p in unet.named_parameters()), "a second pass must reuse the aliases"
+    name, weight = next(iter(unet.named_parameters()))
+    moved = torch.nn.Parameter(weight.clone(), requires_grad=False)  # as if ComfyUI had re-cast this weight
+    module = unet.get_submodule(name.rsplit(".", 1)[0]) if "." in name else unet
+    module._parameters[name.rsplit(".", 1)[-1]] = moved
+    try:
+        with autograd_compatible_weights(unet, cache):
+            alias = dict(unet.named_parameters())[name]
+            assert alias is not first[name] and alias.data_ptr() == moved.data_ptr()
+    finally:
+        module._parameters[name.rsplit(".", 1)[-1]] = weight
+
+    caches: list = []  # the cache objects themselves (held, so no id is reused)
+    orig = correction.autograd_compatible_weights
+    monkeypatch.setattr(
+        correction, "autograd_compatible_weights", lambda m, c=None: caches.append(c) or orig(m, c)
+    )
+    c = _corrector(inference_model, sd1_tokenizer)
+    _run(attach_corrector(inference_model, c), steps=8, cfg=1.0)  # window 0..0.25 of 8 steps: steps 0-1
+    first_run = list(caches)
+    _run(attach_corrector(inference_model, c), steps=8, cfg=1.0)
+    second_run = caches[len(first_run) :]
+    assert len(first_run) >= 2 and len(second_run) == len(first_run)
+    assert all(x is first_run[0] for x in first_run) and isinstance(first_run[0], dict), "one cache per call"
+    assert all(x is second_run[0] for x in second_run) and second_run[0] is not first_run[0], (
+        "a fresh one per call"
+    )

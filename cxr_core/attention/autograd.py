@@ -25,12 +25,31 @@ def _alias(t: torch.Tensor) -> torch.Tensor:
     )
 
 
+AliasCache = dict  # Parameter -> (its storage layout, the alias Parameter), for one sampling run
+
+
+def _alias_parameter(p: torch.nn.Parameter, cache: AliasCache | None) -> torch.nn.Parameter:
+    """An alias Parameter of p; with a cache, the one made earlier while p still views the same storage."""
+    layout = (p.data_ptr(), p.device, p.dtype, tuple(p.size()), p.stride(), p.storage_offset())
+    hit = cache.get(p) if cache is not None else None
+    if hit is not None and hit[0] == layout:
+        return hit[1]
+    alias = torch.nn.Parameter(_alias(p), requires_grad=False)
+    if cache is not None:
+        cache[p] = (layout, alias)
+    return alias
+
+
 @contextmanager
-def autograd_compatible_weights(module: torch.nn.Module) -> Iterator[int]:
+def autograd_compatible_weights(module: torch.nn.Module, cache: AliasCache | None = None) -> Iterator[int]:
     """Within the block, the inference-tensor parameters of ``module`` are aliases autograd can save.
 
     Yields the number of parameters swapped. The model's own Parameter objects are restored in
-    ``finally``, also when the pass raises (e.g. the energy probe's early stop).
+    ``finally``, also when the pass raises (e.g. the energy probe's early stop). ``cache``: a dict that
+    lives for one sampling run, so its later gradient passes reuse the aliases instead of building
+    hundreds of objects again (Python time a GPU step cannot hide). It holds the aliases, and so the
+    weights' storage, only as long as the caller keeps it: never keep one across runs, or a weight
+    that ComfyUI offloads would stay allocated on the device.
     """
     swapped: list[tuple[torch.nn.Module, str, torch.nn.Parameter]] = []
     try:
@@ -39,7 +58,7 @@ def autograd_compatible_weights(module: torch.nn.Module) -> Iterator[int]:
                 for name, p in list(m._parameters.items()):
                     if p is not None and p.is_inference():
                         swapped.append((m, name, p))
-                        m._parameters[name] = torch.nn.Parameter(_alias(p), requires_grad=False)
+                        m._parameters[name] = _alias_parameter(p, cache)
         yield len(swapped)
     finally:
         for m, name, p in reversed(swapped):

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .autograd import autograd_compatible_weights, gradient_pass
+from .autograd import AliasCache, autograd_compatible_weights, gradient_pass
 from .energy import EnergyProbe, StopForward, concentration_energy
 from .engine import RUN_STATE_KEY, install_on_options
 from .prompt import RegulatedPrompt, check_sampled_prompt
@@ -71,8 +71,15 @@ class LatentCorrector:
         last = max(self.sites, key=scheme.index)
         return TruncateAfter(site=last, last_index=scheme.site(last).depth - 1)
 
-    def energy_and_grad(self, guider: Any, x: torch.Tensor, sigma: float, model_options: dict):  # noqa: ANN201
-        """(E (B,), dE/dx (B, C, H, W)) from one cond-only gradient pass."""
+    def energy_and_grad(  # noqa: ANN201
+        self,
+        guider: Any,
+        x: torch.Tensor,
+        sigma: float,
+        model_options: dict,
+        aliases: AliasCache | None = None,
+    ):
+        """(E (B,), dE/dx (B, C, H, W)) from one cond-only gradient pass; ``aliases``: the run's weight aliases."""
         import comfy.model_patcher
         import comfy.samplers
 
@@ -84,7 +91,7 @@ class LatentCorrector:
         stop = self.truncation(scheme_of(model))
         if stop is not None:  # installed after the probe, so the probe sees the last call first
             mo = install_on_options(mo, stop, [stop.site])
-        with gradient_pass(), autograd_compatible_weights(model.diffusion_model):
+        with gradient_pass(), autograd_compatible_weights(model.diffusion_model, aliases):
             z = x.detach().clone().requires_grad_(True)
             s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
             try:
@@ -97,13 +104,18 @@ class LatentCorrector:
         return energy.detach(), grad.detach()
 
     def correct(
-        self, guider: Any, x: torch.Tensor, sigma: float, model_options: dict
+        self,
+        guider: Any,
+        x: torch.Tensor,
+        sigma: float,
+        model_options: dict,
+        aliases: AliasCache | None = None,
     ) -> tuple[torch.Tensor, list]:
         """The corrected latent and the energies seen, [E_0, E_1, ...] per iteration (each (B,))."""
         energies: list[torch.Tensor] = []
         active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.n_iter):
-            energy, grad = self.energy_and_grad(guider, x, sigma, model_options)
+            energy, grad = self.energy_and_grad(guider, x, sigma, model_options, aliases)
             energies.append(energy.cpu())
             active &= energy.to(x.device) >= self.threshold
             finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(energy).to(x.device)
@@ -120,7 +132,7 @@ class LatentCorrector:
             step = step * (scale * active).view(-1, *([1] * (x.ndim - 1))).to(step)
             x = x - step.to(x.dtype)
         if self.record:
-            final, _ = self.energy_and_grad(guider, x, sigma, model_options)
+            final, _ = self.energy_and_grad(guider, x, sigma, model_options, aliases)
             self.trace.append({"sigma": float(sigma), "energies": [*energies, final.cpu()]})
         log.debug("energy at sigma %.4g: %s", sigma, [e.tolist() for e in energies])
         return x, energies
@@ -176,8 +188,9 @@ def stepwise_sampler_function(original: Callable, corrector: LatentCorrector) ->
         model_options = extra_args.get("model_options", {})
         run = model_options.get("transformer_options", {}).get(RUN_STATE_KEY)
         n = len(sigmas) - 1
+        aliases: AliasCache = {}  # this call's weight aliases, shared by its gradient passes, dropped at its end
         for i in range(k):
-            x, energies = corrector.correct(guider, x, float(sigmas[i]), model_options)
+            x, energies = corrector.correct(guider, x, float(sigmas[i]), model_options, aliases)
             if run is not None:
                 run.record(LatentCorrector.label, i, calls=len(energies))
             x = original(model_k, x, sigmas[i : i + 2], extra_args=extra_args, callback=_offset(callback, i),
