@@ -67,10 +67,10 @@ def instrumented(clock: Clock) -> Iterator[None]:
             return orig_pass(self, *a, **kw)
 
     @contextlib.contextmanager
-    def timed_swap(module):  # noqa: ANN001, ANN202
+    def timed_swap(module, cache=None):  # noqa: ANN001, ANN202
         clock.sync()
         t0 = time.perf_counter()
-        with orig_swap(module) as n:
+        with orig_swap(module, cache) as n:
             clock.parts.setdefault("swap", []).append(time.perf_counter() - t0)
             yield n
             clock.sync()
