@@ -144,6 +144,20 @@ def test_per_item_masks_repeat_over_cond_and_uncond_chunks() -> None:
     assert float((out.double() - ref).abs().max()) < 1e-4
 
 
+def test_hard_gate_with_a_mask_set_per_item_uses_the_low_rank_form() -> None:
+    """Block-sparse groups need one mask set for the batch; per-item sets take the low-rank form, still exact."""
+    m = torch.stack([_edge_masks(), _edge_masks().flip(-1)])  # (2 items, K, H, W)
+    gate = SelfAttentionGate(masks=m, hard=True, isolate_background=True)
+    call = _call((12, 12), batch=2)
+    compact = gate.structured(call)
+    assert isinstance(compact, LowRankBias) and compact.u.shape[0] == 2
+    q, k, v = _qkv(4, 144, seed=10)  # two items, cond and uncond
+    out = low_rank_attention(q, k, v, HEADS, compact, _backends()["pytorch"], items=2)
+    dense = gate.bias(call)
+    ref = _dense_reference(q, k, v, torch.cat([dense, dense]))
+    assert float((out.double() - ref).abs().max()) < 1e-4
+
+
 def test_structured_form_only_on_exact_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     import comfy.ldm.modules.attention as attention
 
