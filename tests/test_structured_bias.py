@@ -79,6 +79,18 @@ def test_low_rank_bias_equals_the_dense_bias_on_every_exact_backend(backend: str
     assert float((out.double() - ref).abs().max()) < 1e-4
 
 
+def test_low_rank_form_with_a_backend_that_returns_the_flat_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComfyUI's SDPA loop for batches over SDP_BATCH_LIMIT returns (B, N, heads * d') despite skip_output_reshape."""
+    import comfy.ldm.modules.attention as attention
+
+    monkeypatch.setattr(attention, "SDP_BATCH_LIMIT", 1)  # force that loop for a batch of 2
+    q, k, v = _qkv(2, 64)
+    bias = LowRankBias(torch.randn(1, 64, 3) * 3, torch.randn(1, 64, 3))
+    out = low_rank_attention(q, k, v, HEADS, bias, attention.attention_pytorch)
+    ref = _dense_reference(q, k, v, bias.dense().expand(2, -1, -1))
+    assert float((out.double() - ref).abs().max()) < 1e-4
+
+
 @pytest.mark.parametrize("hard", [False, True])
 @pytest.mark.parametrize("isolate", [False, True])
 @pytest.mark.parametrize("masks", ["quadrants", "edges", "overlapping"])
