@@ -7,7 +7,8 @@
 Configurations: plain sampling, each module alone (gate, reweight, correction) and all
 three together; on request also ``gate_dense`` (the gate with the dense N x N bias
 instead of its low-rank form), ``hard_gate`` (block-sparse by organ) and
-``hard_gate_dense`` (the -inf mask). All with the nodes' defaults (gate sites 64,32 over the whole run, reweight
+``hard_gate_dense`` (the -inf mask), and ``gate_reweight`` (the two attention modules
+together, as the issue's first target names them). All with the nodes' defaults (gate sites 64,32 over the whole run, reweight
 all sites over 0..0.4, correction 16x16 sites over 0..0.25, truncated gradient pass).
 One randomly initialised SD1.5-architecture UNet (random weights: mechanics, not
 medicine) is built once and sampled with euler, cfg 5, from pure noise; each cell
@@ -34,8 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "chest x-ray, left pleural effusion"
 CONFIGS = ("plain", "gate", "reweight", "correction", "all")
-# on request (--configs): the gate with its dense N x N bias instead of the structured form, and the hard gate
-GATE_FORMS = ("gate_dense", "hard_gate", "hard_gate_dense")
+# on request (--configs): the gate on its dense N x N bias, the hard gate (block-sparse, dense), gate + reweight
+EXTRA_CONFIGS = ("gate_dense", "hard_gate", "hard_gate_dense", "gate_reweight")
 DENSE_ENV = "CXR_ATTENTION_DENSE_BIAS"  # cxr_core/attention/structured_bias.py reads it at every call
 
 
@@ -110,13 +111,13 @@ def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
     from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
 
     organ, prior = masks(size)
-    if config in ("gate", "all", *GATE_FORMS):
+    if config in ("gate", "all", "gate_dense", "hard_gate", "hard_gate_dense", "gate_reweight"):
         organs = OrganMasks(("right_lung", "left_lung", "heart"), organ, (size, size))
         model = AnatomyAttentionGate.execute(
             model, organs, organs="all", strength=4.0, hard=config.startswith("hard"), tau=0.5, sites="64,32",
             start_percent=0.0, end_percent=1.0, background="free", enabled=True,
         ).result[0]  # fmt: skip
-    if config in ("reweight", "all"):
+    if config in ("reweight", "all", "gate_reweight"):
         model = PathologyCrossAttnReweight.execute(
             model, prompt, prior, lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
             end_percent=0.4, sites="all", enabled=True,
@@ -223,8 +224,10 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     dtype = torch.float16 if cuda else torch.float32
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if configs[0] != "plain" or any(c not in (*CONFIGS, *GATE_FORMS) for c in configs):
-        sys.exit(f"--configs: start with plain, then any of {CONFIGS + GATE_FORMS}; received {args.configs}")
+    if configs[0] != "plain" or any(c not in (*CONFIGS, *EXTRA_CONFIGS) for c in configs):
+        sys.exit(
+            f"--configs: start with plain, then any of {CONFIGS + EXTRA_CONFIGS}; received {args.configs}"
+        )
     env = environment(cuda)
     env.update(channels=args.channels, steps=args.steps, repeat=args.repeat, dtype=str(dtype).split(".")[-1],
                denoise=args.denoise)  # fmt: skip

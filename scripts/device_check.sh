@@ -91,7 +91,7 @@ keep_pictures() {  # keep_pictures NAME: the workflow's side-by-side picture and
   return 0
 }
 keep_pictures workflow
-TARGET_CONFIGS=plain,gate,gate_dense,hard_gate,hard_gate_dense,reweight,correction,all
+TARGET_CONFIGS=plain,gate,gate_dense,hard_gate,hard_gate_dense,reweight,gate_reweight,correction,all
 if [ "$MODE" = cuda ]; then
   step benchmark_target 150 "$CXR_PY" scripts/benchmark.py --cells 512x1 --steps 30 --repeat 3 --out "$OUT/target" \
     --configs "$TARGET_CONFIGS"

@@ -33,7 +33,7 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     assert "- benchmark_target: passed" in summary and "- workflow: not run (CXR_DEVICE_STEPS)" in summary
     rows = list(csv.DictReader((out / "target" / "benchmark.csv").open()))
     assert [r["config"] for r in rows] == [
-        "plain", "gate", "gate_dense", "hard_gate", "hard_gate_dense", "reweight", "correction", "all"
+        "plain", "gate", "gate_dense", "hard_gate", "hard_gate_dense", "reweight", "gate_reweight", "correction", "all"
     ]  # fmt: skip
     assert all(float(r["seconds"]) > 0 and float(r["peak_mib"]) > 0 for r in rows)
     assert float(rows[0]["time_ratio"]) == 1.0 and float(rows[0]["mem_ratio"]) == 1.0
