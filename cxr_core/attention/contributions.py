@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 
@@ -28,12 +28,12 @@ from .structured_bias import BLOCKED, LowRankBias, StructuredBias, TokenGroups
 
 log = logging.getLogger("cxr_counterfactual.attention")
 NEG_INF = float("-inf")
-HARD_GATE_FORM = (
-    "groups"  # "groups" (block-sparse) or "low_rank": how the hard gate runs without a dense bias
-)
+T = TypeVar("T")
+# How the hard gate runs without a dense bias: "groups" (block-sparse) or "low_rank" (benchmarks compare them)
+HARD_GATE_FORM = "groups"
 
 
-def _cached(call: SiteCall, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+def _cached(call: SiteCall, key: tuple, make: Callable[[], T]) -> T:
     if call.cache is None:
         return make()
     full = (*key, call.hw, call.n_k, str(call.device), call.dtype)
