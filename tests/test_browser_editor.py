@@ -399,6 +399,26 @@ def test_token_checker_shows_tokens_highlights_and_warns(editor) -> None:
     assert "'effusion' (pathology) splits into 2 tokens" in warning
     editor.page.wait_for_timeout(500)
     editor.shot("editor_tokens")
+    # the "Nodes 2.0" (Vue) renderer shows the same chips, highlights and warning
+    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        editor.page.wait_for_function(
+            """() => [...document.querySelectorAll('[data-cxr-panel="cxr_tokens"]')].some(
+                 (p) => p.offsetParent && p.querySelectorAll('.cxr-token').length > 0)""",
+            timeout=30_000,
+        )
+        vue = editor.js(
+            """() => { const p = [...document.querySelectorAll('[data-cxr-panel="cxr_tokens"]')].find((e) => e.offsetParent);
+                       return [[...p.querySelectorAll('.cxr-token')].map((c) => c.firstChild.textContent),
+                               [...p.querySelectorAll('.cxr-token.cxr-pathology')].map((c) => c.firstChild.textContent),
+                               (p.querySelector('.cxr-warn') || {}).textContent || '']; }"""
+        )
+        editor.shot("editor_tokens_vue")
+    finally:
+        editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+        editor.page.wait_for_timeout(1500)
+    assert vue[0] == [t for t, _ in chips] and vue[1] == ["ef", "fusion"], vue
+    assert "'pneumothorax' (pathology) is not in the prompt" in vue[2], vue
     # typing updates it: the missing word added to the prompt is found
     editor.js(
         """() => { const n = app.graph.nodes.find((n) => n.type === 'CXRPrompt');
