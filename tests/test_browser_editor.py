@@ -247,6 +247,37 @@ def test_dicom_uploads_through_the_node_file_chooser_and_previews(editor, tmp_pa
     editor.shot("editor_dicom_upload")
 
 
+def test_dicom_upload_button_under_nodes_2(editor, tmp_path) -> None:
+    """The "Nodes 2.0" (Vue) renderer draws the upload button as a real button: clicking it uploads and previews."""
+    dcm = tmp_path / "browser_test_vue.dcm"
+    _write_dicom(dcm)
+    editor.js("() => { app.graph.clear(); }")
+    editor.js(
+        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
+    )
+    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        editor.frame(100, 60, 1.0)
+        button = editor.page.get_by_role("button", name=re.compile("upload radiograph", re.I)).first
+        button.wait_for(state="visible", timeout=30_000)
+        with editor.page.expect_file_chooser() as chooser:
+            button.click()
+        assert ".dcm" in (chooser.value.element.get_attribute("accept") or "")
+        chooser.value.set_files(str(dcm))
+        editor.page.wait_for_function(
+            """() => { const n = app.graph.nodes.find((n) => n.type === 'CXRImageLoader');
+                       const img = [...document.querySelectorAll('[data-cxr-panel="cxr_radiograph_preview"] img')]
+                           .find((i) => i.offsetParent);
+                       return n.widgets.find((w) => w.name === 'image').value === 'browser_test_vue.dcm'
+                              && img && img.complete && img.naturalWidth > 0; }""",
+            timeout=30_000,
+        )
+        editor.shot("editor_dicom_upload_vue")
+    finally:
+        editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+        editor.page.wait_for_timeout(1500)
+
+
 def test_dicom_dropped_on_the_node_uploads_and_previews(editor, tmp_path) -> None:
     import base64
 
