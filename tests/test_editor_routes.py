@@ -74,6 +74,15 @@ def test_tokens_for_each_supported_family(comfy_server) -> None:
         assert out["family"] == family
         assert [t["text"] for t in out["tokens"]] == ["ple", "ural", "ef", "fusion"], family
         assert out["words"][0]["positions"] == [3, 4], family
+    # so the editor's default (sd1) shows what any family's encoder sees, for a long weighted CXR prompt too
+    text = "chest x-ray, PA view, left pleural effusion with cardiomegaly, (atelectasis:1.3), no pneumothorax"
+    seen = {}
+    for family in ("sd1", "sd2", "sdxl"):
+        body = {"text": text, "pathology_words": "effusion, atelectasis", "family": family}
+        status, out = _post(comfy_server.base_url, json.dumps(body))
+        assert status == 200, (family, out)
+        seen[family] = ([t["text"] for t in out["tokens"]], [w["positions"] for w in out["words"]])
+    assert seen["sd1"] == seen["sd2"] == seen["sdxl"], seen
 
 
 @pytest.mark.parametrize(
