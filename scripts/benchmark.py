@@ -111,13 +111,13 @@ def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
     from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
 
     organ, prior = masks(size)
-    if config in ("gate", "all", "gate_dense", "hard_gate", "hard_gate_dense", "gate_reweight"):
+    if "gate" in config or config == "all":  # gate, gate_dense, hard_gate, hard_gate_dense, gate_reweight
         organs = OrganMasks(("right_lung", "left_lung", "heart"), organ, (size, size))
         model = AnatomyAttentionGate.execute(
             model, organs, organs="all", strength=4.0, hard=config.startswith("hard"), tau=0.5, sites="64,32",
             start_percent=0.0, end_percent=1.0, background="free", enabled=True,
         ).result[0]  # fmt: skip
-    if config in ("reweight", "all", "gate_reweight"):
+    if "reweight" in config or config == "all":
         model = PathologyCrossAttnReweight.execute(
             model, prompt, prior, lambda_in=3.0, lambda_out=3.0, start_percent=0.0,
             end_percent=0.4, sites="all", enabled=True,
@@ -170,6 +170,23 @@ def cells(args: argparse.Namespace) -> list[tuple[int, int]]:
     return [(int(s), int(b)) for s in args.sizes.split(",") for b in args.batches.split(",")]
 
 
+def start_host(nodes: bool) -> bool:
+    """Put ComfyUI (COMFYUI_DIR) on the path, on the CPU when there is no CUDA, and import the pack.
+
+    Returns whether CUDA is used. Shared by the benchmark, the attention benchmark and the correction profile.
+    """
+    import torch
+    from import_pack import NoComfyUI, import_pack, use_comfyui
+
+    cuda = torch.cuda.is_available()
+    try:
+        use_comfyui(cpu=not cuda)
+    except NoComfyUI as e:
+        sys.exit(str(e))
+    import_pack(nodes=nodes)
+    return cuda
+
+
 def environment(cuda: bool) -> dict:
     import comfy.ldm.modules.attention as attention
     import comfy.model_management
@@ -208,20 +225,14 @@ def main() -> int:
     if args.smoke:
         args.channels, args.sizes, args.batches, args.steps, args.repeat = 32, "64", "1", 2, 1
     import torch
-    from import_pack import NoComfyUI, import_pack, use_comfyui
 
-    try:
-        use_comfyui(cpu=not torch.cuda.is_available())
-    except NoComfyUI as e:
-        sys.exit(str(e))
-    import_pack(nodes=True)
+    cuda = start_host(nodes=True)
     import comfy.model_management
     import comfy.model_patcher
     import comfy.sd1_clip
     from benchmark_report import write_reports
     from cxr_pack.cxr_core.random_models import build_sd15_base_model
 
-    cuda = torch.cuda.is_available()
     dtype = torch.float16 if cuda else torch.float32
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if configs[0] != "plain" or any(c not in (*CONFIGS, *EXTRA_CONFIGS) for c in configs):

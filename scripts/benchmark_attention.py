@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -156,15 +155,9 @@ def main() -> int:
     args = ap.parse_args()
     import torch
     import torch.nn.functional as F
-    from import_pack import NoComfyUI, import_pack, use_comfyui
+    from benchmark import environment, start_host
 
-    cuda = torch.cuda.is_available()
-    try:
-        use_comfyui(cpu=not cuda)
-    except NoComfyUI as e:
-        sys.exit(str(e))
-    import_pack(nodes=False)
-    from benchmark import environment
+    cuda = start_host(nodes=False)
     from cxr_pack.cxr_core.demo_assets import load_demo_organ_masks
 
     dtype = torch.float16 if cuda else torch.float32

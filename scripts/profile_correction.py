@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,18 +131,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "out" / "profile_correction")
     args = ap.parse_args()
     import torch
-    from import_pack import NoComfyUI, import_pack, use_comfyui
+    from benchmark import environment, start_host
 
-    cuda = torch.cuda.is_available()
-    try:
-        use_comfyui(cpu=not cuda)
-    except NoComfyUI as e:
-        sys.exit(str(e))
-    import_pack(nodes=True)
+    cuda = start_host(nodes=True)
     import comfy.model_management
     import comfy.model_patcher
     import comfy.sd1_clip
-    from benchmark import environment
     from cxr_pack.cxr_core.random_models import build_sd15_base_model
 
     env = environment(cuda)
