@@ -12,6 +12,7 @@ the node with no preview covered by another node; the help pages are served.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -158,6 +159,25 @@ def _pack_nodes(comfy_client) -> list[str]:
     return sorted(k for k, v in info.items() if "cxr-counterfactual" in v.get("python_module", ""))
 
 
+@contextlib.contextmanager
+def _nodes_2(editor):
+    """The "Nodes 2.0" (Vue) renderer for the block; the classic canvas again afterwards, also on failure."""
+    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        yield
+    finally:
+        editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+        editor.page.wait_for_timeout(1500)
+
+
+def _new_image_loader(editor) -> None:
+    """An empty graph with one CXR Image Loader at (100, 100)."""
+    editor.js("() => { app.graph.clear(); }")
+    editor.js(
+        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
+    )
+
+
 def test_pack_loads_and_registers_every_node(editor, comfy_client) -> None:
     nodes = _pack_nodes(comfy_client)
     assert len(nodes) >= 15, nodes
@@ -218,10 +238,7 @@ def test_every_template_loads_without_a_missing_node_dialog(editor, comfy_client
 def test_dicom_uploads_through_the_node_file_chooser_and_previews(editor, tmp_path) -> None:
     dcm = tmp_path / "browser_test_chest.dcm"
     _write_dicom(dcm)
-    editor.js("() => { app.graph.clear(); }")
-    editor.js(
-        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
-    )
+    _new_image_loader(editor)
     editor.frame(100, 60, 1.2)
     before = len(editor.requests)
     with editor.page.expect_file_chooser() as chooser:
@@ -251,12 +268,8 @@ def test_dicom_upload_button_under_nodes_2(editor, tmp_path) -> None:
     """The "Nodes 2.0" (Vue) renderer draws the upload button as a real button: clicking it uploads and previews."""
     dcm = tmp_path / "browser_test_vue.dcm"
     _write_dicom(dcm)
-    editor.js("() => { app.graph.clear(); }")
-    editor.js(
-        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
-    )
-    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
-    try:
+    _new_image_loader(editor)
+    with _nodes_2(editor):
         editor.frame(100, 60, 1.0)
         button = editor.page.get_by_role("button", name=re.compile("upload radiograph", re.I)).first
         button.wait_for(state="visible", timeout=30_000)
@@ -273,9 +286,6 @@ def test_dicom_upload_button_under_nodes_2(editor, tmp_path) -> None:
             timeout=30_000,
         )
         editor.shot("editor_dicom_upload_vue")
-    finally:
-        editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
-        editor.page.wait_for_timeout(1500)
 
 
 def test_dicom_dropped_on_the_node_uploads_and_previews(editor, tmp_path) -> None:
@@ -283,10 +293,7 @@ def test_dicom_dropped_on_the_node_uploads_and_previews(editor, tmp_path) -> Non
 
     dcm = tmp_path / "dropped_chest.dcm"
     _write_dicom(dcm, h=180, w=220)
-    editor.js("() => { app.graph.clear(); }")
-    editor.js(
-        "() => { const n = LiteGraph.createNode('CXRImageLoader'); n.pos = [100, 100]; app.graph.add(n); }"
-    )
+    _new_image_loader(editor)
     editor.frame(100, 60, 1.0)
     editor.js(
         """async ([b64, name]) => {
@@ -388,16 +395,14 @@ def test_full_workflow_run_shows_metrics_table_and_uncovered_previews(editor) ->
     editor.frame(metrics["x"] - 10, metrics["y"], 0.95)
     editor.shot("editor_metrics")
     # the "Nodes 2.0" (Vue) renderer shows the same panel: every row there, nothing to scroll, nothing editable
-    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
-    editor.page.wait_for_timeout(3000)
-    vue = editor.js(
-        """() => { const p = [...document.querySelectorAll('[data-cxr-panel="cxr_results"]')].find((e) => e.offsetParent);
-                   return p && [p.querySelectorAll('tr').length, p.scrollHeight <= p.clientHeight + 2,
-                                p.querySelectorAll('input, textarea, [contenteditable="true"]').length]; }"""
-    )
-    editor.shot("editor_metrics_vue")
-    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
-    editor.page.wait_for_timeout(1500)
+    with _nodes_2(editor):
+        editor.page.wait_for_timeout(3000)
+        vue = editor.js(
+            """() => { const p = [...document.querySelectorAll('[data-cxr-panel="cxr_results"]')].find((e) => e.offsetParent);
+                       return p && [p.querySelectorAll('tr').length, p.scrollHeight <= p.clientHeight + 2,
+                                    p.querySelectorAll('input, textarea, [contenteditable="true"]').length]; }"""
+        )
+        editor.shot("editor_metrics_vue")
     assert vue == [len(table), True, 0], vue
 
 
@@ -431,8 +436,7 @@ def test_token_checker_shows_tokens_highlights_and_warns(editor) -> None:
     editor.page.wait_for_timeout(500)
     editor.shot("editor_tokens")
     # the "Nodes 2.0" (Vue) renderer shows the same chips, highlights and warning
-    editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
-    try:
+    with _nodes_2(editor):
         editor.page.wait_for_function(
             """() => [...document.querySelectorAll('[data-cxr-panel="cxr_tokens"]')].some(
                  (p) => p.offsetParent && p.querySelectorAll('.cxr-token').length > 0)""",
@@ -445,9 +449,6 @@ def test_token_checker_shows_tokens_highlights_and_warns(editor) -> None:
                                (p.querySelector('.cxr-warn') || {}).textContent || '']; }"""
         )
         editor.shot("editor_tokens_vue")
-    finally:
-        editor.js("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
-        editor.page.wait_for_timeout(1500)
     assert vue[0] == [t for t, _ in chips] and vue[1] == ["ef", "fusion"], vue
     assert "'pneumothorax' (pathology) is not in the prompt" in vue[2], vue
     # typing updates it: the missing word added to the prompt is found
