@@ -3,7 +3,8 @@
 A :class:`CrossAttentionCapture` is an engine contribution with no bias: at
 its sites it recomputes the cond branch's attention probabilities for the
 chosen token columns, averages them over heads, and adds them to the run's
-buffer (RunState.captures), keyed by word and step. When the run ends the
+buffer (RunState.captures), keyed by word and step, on the model's device
+(copying each map to the CPU as it is made would stall a GPU at every call). When the run ends the
 buffer is published to the :class:`AttentionMapStore` the node returned, which
 keeps only the latest run's maps, on the CPU. Without the node nothing is
 recorded and nothing is computed.
@@ -69,7 +70,7 @@ class _RunBuffer:
     def publish(self) -> None:
         out: dict[str, dict[int, torch.Tensor]] = {}
         for (word, step), (s, n) in sorted(self.sums.items(), key=lambda kv: kv[0][1]):
-            out.setdefault(word, {})[step] = s / n
+            out.setdefault(word, {})[step] = (s / n).cpu()
         self.store.publish(out, self.total_steps)
 
 
@@ -113,4 +114,4 @@ class CrossAttentionCapture:
             for word, pos in self.words.items():
                 cols = context_columns(pos, self.prompt_len, call.n_k, call.device, "AttentionMapCapture")
                 m = probs[..., cols].sum(-1).mean(1)  # (B, Nq)
-                buf.add(word, step, m.reshape(m.shape[0], *call.hw).float().cpu())
+                buf.add(word, step, m.reshape(m.shape[0], *call.hw).float())  # to the CPU at publish

@@ -94,6 +94,9 @@ class LatentCorrector:
         with gradient_pass(), autograd_compatible_weights(model.diffusion_model, aliases):
             z = x.detach().clone().requires_grad_(True)
             s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+            run = mo.get("transformer_options", {}).get(RUN_STATE_KEY)
+            if run is not None:  # the pass's sigma is known here: its attention calls need not read s back
+                run.sigma = (s, float(sigma))
             try:
                 comfy.samplers.calc_cond_batch(model, [guider.conds["positive"]], z, s, mo)
             except StopForward:

@@ -60,6 +60,7 @@ class RunState:
     cache: dict = field(default_factory=dict)
     captures: dict = field(default_factory=dict)  # capture key -> buffer with .publish()
     activity: dict[str, Activity] = field(default_factory=dict)  # module label -> Activity
+    sigma: tuple[torch.Tensor, float] | None = None  # the latest model call's sigmas tensor and its value
 
     def record(self, label: str, step: int, calls: int = 1) -> None:
         a = self.activity.setdefault(label, Activity())
@@ -68,10 +69,25 @@ class RunState:
 
 
 def current_sigma(extra_options: dict) -> float:
+    """The sigma of the model call this attention call belongs to, read once per model call.
+
+    Reading a device tensor's value waits for the device (a host-device synchronisation): done at
+    every attention call, it stalls a GPU whose plain sampling never waits within a step. Every
+    attention call of one model call sees the same ``sigmas`` tensor, so the run keeps that tensor
+    (the reference also keeps its identity unique) with its value, and only a new tensor is read.
+    """
     sig = extra_options.get("sigmas")
     if sig is None:
         return float("inf")
-    return float(sig.max()) if isinstance(sig, torch.Tensor) else float(sig)
+    if not isinstance(sig, torch.Tensor):
+        return float(sig)
+    run = extra_options.get(RUN_STATE_KEY)
+    if run is not None and run.sigma is not None and run.sigma[0] is sig:
+        return run.sigma[1]
+    value = float(sig.max())
+    if run is not None:
+        run.sigma = (sig, value)
+    return value
 
 
 def _attention() -> Any:

@@ -1,0 +1,95 @@
+"""The regulated UNet does not make the device wait at every attention call.
+
+Reading a device tensor's value on the host (``.item()``, ``float(t)``, ``bool(t)``, ``nonzero``) is a
+host-device synchronisation: on a GPU the host stops queueing kernels until the device has run all
+it was given. ComfyUI's plain euler step makes none, so a pack that makes one per attention call turns a
+launch-bound GPU step serial. These tests count the reads the real host's sampling makes (a dispatch
+mode sees every operator the CPU runs, the same operators a GPU would run) and ask the per-step cost of
+the regulation: the gate, the reweight and the capture read the step's sigma once per model call, not once
+per attention call, and the capture keeps its maps on the device until the run ends.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
+from cxr_pack.nodes.attention_capture import AttentionMapCapture
+from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
+from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
+from helpers import random_cond, regulated_prompt, sample
+from test_attention_windows import _organs, _prior
+from torch.utils._python_dispatch import TorchDispatchMode
+
+TEXT = "chest x-ray, left pleural effusion"
+HOST_READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
+
+
+class HostReads(TorchDispatchMode):
+    """Count the operators that read a tensor's value back to the host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        name = func.__name__.split(".")[0]
+        if name in HOST_READS:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _reads(model, steps: int) -> int:
+    with torch.inference_mode():
+        sample(model, random_cond(1), random_cond(2), steps=steps)  # warm: per-run caches are not the point
+        with HostReads() as reads:
+            sample(model, random_cond(1), random_cond(2), steps=steps)
+    return sum(reads.counts.values())
+
+
+def _per_step(model) -> float:
+    """Host reads added by each further step (the difference between an 8- and a 4-step run, per step)."""
+    return (_reads(model, 8) - _reads(model, 4)) / 4
+
+
+def _attention_modules(model, tok):
+    m = AnatomyAttentionGate.execute(
+        model, _organs(), organs="all", strength=4.0, hard=False, tau=0.5, sites="all", start_percent=0.0,
+        end_percent=1.0, background="free", enabled=True,
+    ).result[0]  # fmt: skip
+    m = PathologyCrossAttnReweight.execute(
+        m, regulated_prompt(tok, TEXT, random_cond(1)), _prior(), lambda_in=3.0, lambda_out=3.0,
+        start_percent=0.0, end_percent=1.0, sites="all", enabled=True,
+    ).result[0]  # fmt: skip
+    return AttentionMapCapture.execute(
+        m, regulated_prompt(tok, TEXT, random_cond(1)), words="pleural, effusion", sites="all", steps="all",
+        enabled=True,
+    ).result  # fmt: skip
+
+
+def test_attention_modules_read_the_sigma_once_per_model_call(inference_model, sd1_tokenizer) -> None:
+    plain = _per_step(inference_model)
+    model, store = _attention_modules(inference_model, sd1_tokenizer)
+    regulated = _per_step(model)
+    # euler with CFG: one model call per step (cond and uncond batched), so one read of its sigma;
+    # reading it at each of the tiny UNet's 32 patched attention calls would add 32 per step
+    assert regulated - plain == 1, (plain, regulated)
+    maps = store.maps()
+    assert set(maps) == {"pleural", "effusion"}
+    assert all(m.device.type == "cpu" for by_step in maps.values() for m in by_step.values())
+    assert sorted(maps["pleural"]) == list(range(4))  # the latest run: 4 steps
+
+
+def test_the_correction_pass_does_not_read_its_own_sigma_back(inference_model, sd1_tokenizer) -> None:
+    plain = _per_step(inference_model)
+    model = EnergyLatentCorrector.execute(
+        inference_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1)), _prior(), eta=30.0,
+        iterations=1, end_percent=1.0, kappa=0.1, energy_threshold=0.0, sites="16", truncate=True,
+        enabled=True,
+    ).result[0]  # fmt: skip
+    # each corrected step: its sigma as a float, and the pass's two decisions on the host ("all
+    # gradients finite?", "any item still above the threshold?"); the pass's attention calls reuse the
+    # sigma the corrector already knows (reading it back at each of them added 5 more per step). The
+    # energy's copy to the CPU for the record is a read too on a GPU, but not an operator this CPU sees.
+    assert _per_step(model) - plain == 3
