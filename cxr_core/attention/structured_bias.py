@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -52,10 +52,34 @@ class LowRankBias:
 
     u: torch.Tensor  # (Bm, Nq, R)
     w: torch.Tensor  # (Bm, Nk, R)
+    # the extra channels as each call shape needs them; the bias lives in one run's cache, and so does this
+    _channels: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dense(self) -> torch.Tensor:
         """The (Bm, Nq, Nk) bias it stands for (tests and observers only)."""
         return self.u @ self.w.transpose(1, 2)
+
+    def channels(self, b: int, items: int, d: int, dp: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """(q's, k's, v's) extra channels for head size d padded to dp: (B, 1, N, dp - d) each, in ``dtype``.
+
+        Built once per call shape (batch, head size, dtype), so that a call adds only its concatenations:
+        on a GPU whose step is launch-bound, every kernel per call counts.
+        """
+        key = (b, items, d, dp, dtype)
+        ready = self._channels.get(key)
+        if ready is None:
+            pad = dp - d - self.u.shape[-1]
+            u = _per_item(self.u.to(dtype), b, items)[:, None]  # (B, 1, Nq, R)
+            w = _per_item(self.w.to(dtype), b, items)[:, None] * math.sqrt(
+                dp
+            )  # undo the backend's 1/sqrt(dp)
+            ready = (
+                torch.nn.functional.pad(u, (0, pad)),
+                torch.nn.functional.pad(w, (0, pad)),
+                w.new_zeros(1, 1, 1, dp - d),
+            )
+            self._channels[key] = ready
+        return ready
 
 
 @dataclass(frozen=True)
@@ -96,18 +120,14 @@ def low_rank_attention(
     b, nq, inner = q.shape
     nk = k.shape[1]
     d = inner // heads
-    rank = bias.u.shape[-1]
-    dp = -(-(d + rank) // 8) * 8  # head size a multiple of 8, as flash kernels want
-    u = _per_item(bias.u.to(q.dtype), b, items or b)[:, None]  # (B, 1, Nq, R)
-    w = _per_item(bias.w.to(q.dtype), b, items or b)[:, None]
-    q2 = q.new_zeros(b, heads, nq, dp)
-    k2 = q.new_zeros(b, heads, nk, dp)
-    v2 = q.new_zeros(b, heads, nk, dp)
-    q2[..., :d] = q.view(b, nq, heads, d).transpose(1, 2) * math.sqrt(dp / d)
-    q2[..., d : d + rank] = u
-    k2[..., :d] = k.view(b, nk, heads, d).transpose(1, 2)
-    k2[..., d : d + rank] = w * math.sqrt(dp)
-    v2[..., :d] = v.view(b, nk, heads, d).transpose(1, 2)
+    dp = -(-(d + bias.u.shape[-1]) // 8) * 8  # head size a multiple of 8, as flash kernels want
+    u, w, zeros = bias.channels(b, items or b, d, dp, q.dtype)
+    # [q a, u], [k, w b], [v, 0]: one concatenation each (a = sqrt(dp / d): the backend scales by 1/sqrt(dp))
+    q2 = torch.cat(
+        [q.view(b, nq, heads, d).transpose(1, 2) * math.sqrt(dp / d), u.expand(b, heads, nq, -1)], -1
+    )
+    k2 = torch.cat([k.view(b, nk, heads, d).transpose(1, 2), w.expand(b, heads, nk, -1)], -1)
+    v2 = torch.cat([v.view(b, nk, heads, d).transpose(1, 2), zeros.expand(b, heads, nk, -1)], -1)
     out = attention_fn(q2, k2, v2, heads, skip_reshape=True, skip_output_reshape=True, **options)
     if out.ndim == 3:  # a backend branch that reshapes anyway (ComfyUI's batched SDPA loop)
         out = out.view(b, nq, heads, dp).transpose(1, 2)
