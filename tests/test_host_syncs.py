@@ -26,38 +26,51 @@ TEXT = "chest x-ray, left pleural effusion"
 HOST_READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
 
 
+# operators that launch no kernel on a GPU (views, metadata, allocation)
+NO_KERNEL = {"view", "_unsafe_view", "t", "transpose", "permute", "expand", "slice", "select", "unsqueeze",
+             "squeeze", "as_strided", "detach", "alias", "reshape", "split", "unbind", "empty", "empty_strided"}  # fmt: skip
+
+
 class HostReads(TorchDispatchMode):
-    """Count the operators that read a tensor's value back to the host."""
+    """Count the operators that read a tensor's value back to the host, and the operators that compute."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: collections.Counter = collections.Counter()
+        self.operators = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         name = func.__name__.split(".")[0]
         if name in HOST_READS:
             self.counts[name] += 1
+        self.operators += name not in NO_KERNEL
         return func(*args, **(kwargs or {}))
 
 
-def _reads(model, steps: int) -> int:
+def _count(model, steps: int) -> HostReads:
     with torch.inference_mode():
         sample(model, random_cond(1), random_cond(2), steps=steps)  # warm: per-run caches are not the point
-        with HostReads() as reads:
+        with HostReads() as counts:
             sample(model, random_cond(1), random_cond(2), steps=steps)
-    return sum(reads.counts.values())
+    return counts
 
 
-def _per_step(model) -> float:
-    """Host reads added by each further step (the difference between an 8- and a 4-step run, per step)."""
-    return (_reads(model, 8) - _reads(model, 4)) / 4
+def _per_step(model, what: str = "reads") -> float:
+    """Host reads (or operators) added by each further step: an 8-step run minus a 4-step run, / 4."""
+    runs = [_count(model, n) for n in (8, 4)]
+    totals = [sum(r.counts.values()) if what == "reads" else r.operators for r in runs]
+    return (totals[0] - totals[1]) / 4
 
 
-def _attention_modules(model, tok):
-    m = AnatomyAttentionGate.execute(
+def _gate(model):
+    return AnatomyAttentionGate.execute(
         model, _organs(), organs="all", strength=4.0, hard=False, tau=0.5, sites="all", start_percent=0.0,
         end_percent=1.0, background="free", enabled=True,
     ).result[0]  # fmt: skip
+
+
+def _attention_modules(model, tok):
+    m = _gate(model)
     m = PathologyCrossAttnReweight.execute(
         m, regulated_prompt(tok, TEXT, random_cond(1)), _prior(), lambda_in=3.0, lambda_out=3.0,
         start_percent=0.0, end_percent=1.0, sites="all", enabled=True,
@@ -93,3 +106,16 @@ def test_the_correction_pass_does_not_read_its_own_sigma_back(inference_model, s
     # sigma the corrector already knows (reading it back at each of them added 5 more per step). The
     # energy's copy to the CPU for the record is a read too on a GPU, but not an operator this CPU sees.
     assert _per_step(model) - plain == 3
+
+
+def test_the_low_rank_gate_adds_few_operators_per_call(inference_model) -> None:
+    """On a launch-bound GPU every kernel counts: the gate's extra channels are built once per run.
+
+    Per call the low-rank gate adds q's scale and one concatenation each for q, k and v (4), and the
+    step reads its sigma once (2: max, item); building the channels' zero buffers, casts and slice
+    copies at every call added about 12 per call.
+    """
+    plain = _per_step(inference_model, "operators")
+    added = _per_step(_gate(inference_model), "operators") - plain
+    calls = 16  # the tiny UNet's 16 self-attention sites, once per step (cond and uncond batched)
+    assert added <= 4 * calls + 2, (plain, added)
