@@ -72,7 +72,13 @@ def bias_bytes(obj) -> int:  # noqa: ANN001
 
     if isinstance(obj, LowRankBias):
         return bias_bytes(obj.u) + bias_bytes(obj.w)
-    return sum(bias_bytes(t) for t in (*obj.queries, *obj.keys) if t is not None)
+    return (
+        bias_bytes(obj.order)
+        + bias_bytes(obj.inverse)
+        + sum(  # TokenGroups: index tensors only
+            bias_bytes(t) for t in obj.keys if isinstance(t, torch.Tensor)
+        )
+    )
 
 
 def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool) -> list[dict]:  # noqa: ANN001

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 
 import torch
+from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.attention_capture import AttentionMapCapture
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
@@ -119,3 +120,27 @@ def test_the_low_rank_gate_adds_few_operators_per_call(inference_model) -> None:
     added = _per_step(_gate(inference_model), "operators") - plain
     calls = 16  # the tiny UNet's 16 self-attention sites, once per step (cond and uncond batched)
     assert added <= 4 * calls + 2, (plain, added)
+
+
+def _hard_gate_three_classes(model):
+    m = torch.zeros(1, 2, 128, 128)
+    m[:, 0, :64, :64] = 1.0  # two organs over the top half; the bottom half is free background
+    m[:, 1, :64, 64:] = 1.0
+    organs = OrganMasks(names=("right_lung", "left_lung"), masks=m, image_size=(128, 128))
+    return AnatomyAttentionGate.execute(
+        model, organs, organs="all", strength=4.0, hard=True, tau=0.5, sites="all", start_percent=0.0,
+        end_percent=1.0, background="free", enabled=True,
+    ).result[0]  # fmt: skip
+
+
+def test_the_block_sparse_hard_gate_gathers_once_per_call(inference_model) -> None:
+    """Three token classes: q, k and v gathered once into class order, each class's keys a slice.
+
+    Per call: three gathers, a concatenation and a gather back, and per class beyond the first an
+    attention call of the host's (SDPA, its output's reshape, copies of the sliced inputs); it was a
+    gather of q, k and v and a scatter per class (about 25 per call here, 19 now).
+    """
+    plain = _per_step(inference_model, "operators")
+    added = _per_step(_hard_gate_three_classes(inference_model), "operators") - plain
+    calls = 16
+    assert added <= 20 * calls, (plain, added)

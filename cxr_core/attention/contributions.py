@@ -147,12 +147,7 @@ class SelfAttentionGate:
         background_sees = empty[None, :] if self.isolate_background else torch.ones_like(meet)
         allowed = torch.where(empty[:, None], background_sees, meet)  # query class x key class
         if HARD_GATE_FORM == "groups" and cls.shape[0] == 1:
-            queries, keys = [], []
-            for p in range(len(codes)):
-                queries.append((cls[0] == p).nonzero().squeeze(1))
-                sees = allowed[p][cls[0]]
-                keys.append(None if bool(sees.all()) else sees.nonzero().squeeze(1))
-            return TokenGroups(tuple(queries), tuple(keys))
+            return TokenGroups.from_classes(cls[0], allowed.tolist())
         table = torch.zeros(allowed.shape, dtype=r.dtype, device=r.device).masked_fill_(~allowed, BLOCKED)
         return LowRankBias(table[cls], torch.nn.functional.one_hot(cls, len(codes)).to(r.dtype))
 
