@@ -8,7 +8,7 @@ Configurations: plain sampling, each module alone (gate, reweight, correction) a
 three together; on request also ``gate_dense`` (the gate with the dense N x N bias
 instead of its low-rank form), ``hard_gate`` (block-sparse by organ) and
 ``hard_gate_dense`` (the -inf mask), and ``gate_reweight`` (the two attention modules
-together, as the issue's first target names them). All with the nodes' defaults (gate sites 64,32 over the whole run, reweight
+together, as the issue's first target names them). All with the nodes' defaults (gate sites fine, mid (64,32) over the whole run, reweight
 all sites over 0..0.4, correction 16x16 sites over 0..0.25, truncated gradient pass).
 One randomly initialised SD1.5-architecture UNet (random weights: mechanics, not
 medicine) is built once and sampled with euler, cfg 5, from pure noise; each cell
@@ -80,13 +80,17 @@ class PeakMemory:
 
 
 def masks(size: int):  # noqa: ANN201
-    """Two lungs and a heart as ellipses, and a left-base prior, at ``size`` px."""
+    """Two lungs and a heart as ellipses, and a left-base prior, at ``size`` px.
+
+    A label map, as the demo's masks: the heart ellipse, which overlaps the left lung, keeps only the
+    pixels no lung has. (Overlapping organs make the soft gate fall back to its dense N x N bias.)
+    """
     import torch
 
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     right = (((xx + 0.45) / 0.3) ** 2 + (yy / 0.6) ** 2 <= 1).float()  # image left = patient right
     left = (((xx - 0.45) / 0.3) ** 2 + (yy / 0.6) ** 2 <= 1).float()
-    heart = (((xx - 0.1) / 0.25) ** 2 + ((yy - 0.3) / 0.2) ** 2 <= 1).float()
+    heart = (((xx - 0.1) / 0.25) ** 2 + ((yy - 0.3) / 0.2) ** 2 <= 1).float() * (1 - right) * (1 - left)
     return torch.stack([right, left, heart]), (left * (yy > 0.25).float())[None]
 
 
@@ -170,10 +174,12 @@ def cells(args: argparse.Namespace) -> list[tuple[int, int]]:
     return [(int(s), int(b)) for s in args.sizes.split(",") for b in args.batches.split(",")]
 
 
-def start_host(nodes: bool) -> bool:
+def start_host(nodes: bool, sdpa: bool = False) -> bool:
     """Put ComfyUI (COMFYUI_DIR) on the path, on the CPU when there is no CUDA, and import the pack.
 
-    Returns whether CUDA is used. Shared by the benchmark, the attention benchmark and the correction profile.
+    Returns whether CUDA is used. Shared by the benchmark scripts and the correction profile. ``sdpa``:
+    ComfyUI's PyTorch attention (``--use-pytorch-cross-attention``), the backend it picks on a GPU, also
+    on the CPU (whose default is the sub-quadratic one).
     """
     import torch
     from import_pack import NoComfyUI, import_pack, use_comfyui
@@ -183,6 +189,10 @@ def start_host(nodes: bool) -> bool:
         use_comfyui(cpu=not cuda)
     except NoComfyUI as e:
         sys.exit(str(e))
+    if sdpa:
+        import comfy.cli_args
+
+        comfy.cli_args.args.use_pytorch_cross_attention = True  # read when ComfyUI's attention module loads
     import_pack(nodes=nodes)
     return cuda
 

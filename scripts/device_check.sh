@@ -13,9 +13,11 @@
 # 4. the gate per attention call (scripts/benchmark_attention.py): dense bias against its low-rank and
 #    block-sparse forms at the 64x64 and 128x128 sites;
 # 5. the correction's profile (scripts/profile_correction.py): its gradient pass in parts (weight swap,
-#    forward + energy, backward), in plain-step units, truncated and untruncated.
+#    forward + energy, backward), in plain-step units, truncated and untruncated;
+# 6. host reads and operators per step (scripts/count_host_reads.py): how often each module makes the host
+#    wait for the GPU, and how many operators it adds, on the tiny UNet (counts do not depend on its width).
 # Without CUDA it runs the same steps at CPU size (CPU tests, a 128-px 4-step workflow, the benchmark's
-# --smoke size, the attention call at a 32x32 site, the profile at 64 px) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
+# --smoke size, the attention call at a 32x32 site, the profile at 64 px, the counts at 128 px) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
 # the workflow's pictures and metrics. Exit status: non-zero if a step failed.
 #
 # CXR_DEVICE_STEPS=tests,benchmark_target (comma-separated) runs only those steps.
@@ -54,7 +56,7 @@ summary="$OUT/summary.md"
   echo
 } > "$summary"
 
-STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,profile_correction,benchmark_grid,workflow_offload},"
+STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,profile_correction,host_reads,benchmark_grid,workflow_offload},"
 step() {  # step NAME TIMEOUT_S CMD...: run, log to OUT/NAME.log, record pass/fail and seconds
   local name="$1" limit="$2"; shift 2
   case "$STEPS_WANTED" in *",$name,"*) ;; *) echo "- $name: not run (CXR_DEVICE_STEPS)" >> "$summary"; return 0 ;; esac
@@ -97,12 +99,14 @@ if [ "$MODE" = cuda ]; then
     --configs "$TARGET_CONFIGS"
   step benchmark_attention 90 "$CXR_PY" scripts/benchmark_attention.py --sides 64,128 --repeat 10 --out "$OUT/attention"
   step profile_correction 90 "$CXR_PY" scripts/profile_correction.py --size 512 --steps 30 --repeat 3 --out "$OUT/profile"
+  step host_reads 60 "$CXR_PY" scripts/count_host_reads.py --size 512 --out "$OUT/host_reads"
   step benchmark_grid 130 "$CXR_PY" scripts/benchmark.py --steps 10 --repeat 2 --out "$OUT/grid" \
     --cells 512x1,512x2,768x1,512x4,1024x1,768x2,768x4,1024x2,1024x4
 else
   step benchmark_target 300 "$CXR_PY" scripts/benchmark.py --smoke --out "$OUT/target" --configs "$TARGET_CONFIGS"
   step benchmark_attention 120 "$CXR_PY" scripts/benchmark_attention.py --sides 32 --repeat 2 --out "$OUT/attention"
   step profile_correction 300 "$CXR_PY" scripts/profile_correction.py --size 64 --steps 4 --repeat 1 --out "$OUT/profile"
+  step host_reads 120 "$CXR_PY" scripts/count_host_reads.py --size 128 --out "$OUT/host_reads"
 fi
 step workflow_offload 90 "$CXR_PY" scripts/main_job.py --size "$SIZE" --steps "$STEPS" \
   --workdir "$OUT/workflow_offload" "${GPU_FLAG[@]}" "${FRONT[@]}" --server-arg=--novram
@@ -116,6 +120,7 @@ keep_pictures workflow_offload
   done
   [ -f "$OUT/attention/attention.md" ] && { echo; echo "## The gate per attention call"; echo; cat "$OUT/attention/attention.md"; }
   [ -f "$OUT/profile/profile.md" ] && { echo; echo "## The correction's gradient pass"; echo; cat "$OUT/profile/profile.md"; }
+  [ -f "$OUT/host_reads/host_reads.md" ] && { echo; echo "## Host reads and operators per step"; echo; cat "$OUT/host_reads/host_reads.md"; }
 } >> "$summary"
 echo "[device_check] $( [ $status -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED'); see $summary"
 exit $status

@@ -22,7 +22,7 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
         os.environ,
         COMFYUI_DIR=str(comfyui_dir),
         CXR_PY=sys.executable,
-        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention,profile_correction",
+        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention,profile_correction,host_reads",
     )
     out = tmp_path / "dc"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "device_check.sh"), str(out)], env=env,
@@ -57,3 +57,10 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     for name in ("truncated", "untruncated"):
         p = profile[name]
         assert p["passes_per_run"] >= 1 and p["backward_ms"] > 0 and p["forward_and_energy_ms"] > 0, p
+    assert "- host_reads: passed" in summary and "## Host reads and operators per step" in summary
+    counts = {
+        r["config"]: r for r in json.loads((out / "host_reads" / "host_reads.json").read_text())["rows"]
+    }
+    assert list(counts) == ["plain", "gate", "hard_gate", "reweight", "gate_reweight", "correction", "all"]
+    assert counts["plain"]["reads_added"] == 0 and counts["plain"]["ops_ratio"] == 1.0
+    assert all(r["ops_per_step"] > 0 for r in counts.values())
