@@ -5,7 +5,9 @@
 
 A GPU runs ComfyUI's plain euler step without the host ever waiting: the host queues kernels
 while the device runs earlier ones. Reading a device value on the host (``.item()``, ``float(t)``,
-``bool(t)``, ``nonzero``, a copy to the CPU) makes it wait, and where a step is launch-bound (SD1.5
+``bool(t)``, ``nonzero``, a copy to the CPU) makes it wait, and so does a copy from ordinary host
+memory to the device (a Python list made into a device tensor, ``torch.tensor``): CUDA synchronises
+the stream first, and where a step is launch-bound (SD1.5
 at 512 px on a fast card) each wait costs time the figures of scripts/benchmark.py show only as a
 ratio. This script counts them, with the operators dispatched, on any device: a dispatch mode sees
 every operator the sampling runs. On a GPU only reads of device tensors count; on the CPU every
@@ -27,7 +29,9 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
+# reads of a value on the host; lift_fresh is a tensor made from host data (torch.tensor(list)), which on a
+# device is a copy from host memory
+READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal", "lift_fresh"}
 # operators that make no kernel (views, metadata, allocation) are not counted as operators
 VIEWS = {
     "view", "_unsafe_view", "t", "transpose", "permute", "expand", "slice", "select", "unsqueeze", "squeeze",
@@ -49,9 +53,7 @@ def counter(cuda: bool):  # noqa: ANN201
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
             kwargs = kwargs or {}
             name = func.__name__.split(".")[0]
-            if (name in READS and (not cuda or _on_device(args))) or (
-                name == "_to_copy" and _to_host(args, kwargs)
-            ):
+            if (name in READS and (not cuda or _on_device(args))) or _crosses_host(name, args, kwargs):
                 self.reads += 1
             if name not in VIEWS:
                 self.ops[name] += 1
@@ -64,10 +66,23 @@ def _on_device(args: tuple) -> bool:
     return bool(args) and getattr(getattr(args[0], "device", None), "type", "cpu") != "cpu"
 
 
-def _to_host(args: tuple, kwargs: dict) -> bool:
-    src = args[0] if args else None
-    dst = kwargs.get("device")
-    return getattr(getattr(src, "device", None), "type", "cpu") != "cpu" and str(dst) == "cpu"
+def _crosses_host(name: str, args: tuple, kwargs: dict) -> bool:
+    """A copy between host memory and a device, either way (never on a CPU-only run)."""
+    if name == "_to_copy" and args:
+        src, dst = getattr(args[0], "device", None), kwargs.get("device")
+    elif name == "copy_" and len(args) > 1:
+        src, dst = getattr(args[1], "device", None), getattr(args[0], "device", None)
+    else:
+        return False
+    if src is None or dst is None:
+        return False
+    return (torch_device(src).type == "cpu") != (torch_device(dst).type == "cpu")
+
+
+def torch_device(d: object):  # noqa: ANN201
+    import torch
+
+    return d if isinstance(d, torch.device) else torch.device(str(d))
 
 
 def per_step(model, size: int, cuda: bool) -> tuple[float, float]:  # noqa: ANN001

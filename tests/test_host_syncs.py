@@ -2,11 +2,12 @@
 
 Reading a device tensor's value on the host (``.item()``, ``float(t)``, ``bool(t)``, ``nonzero``) is a
 host-device synchronisation: on a GPU the host stops queueing kernels until the device has run all
-it was given. ComfyUI's plain euler step makes none, so a pack that makes one per attention call turns a
+it was given. So is making a device tensor from host data (``torch.tensor(list, device=...)``). ComfyUI's plain euler step makes none, so a pack that makes one per attention call turns a
 launch-bound GPU step serial. These tests count the reads the real host's sampling makes (a dispatch
 mode sees every operator the CPU runs, the same operators a GPU would run) and ask the per-step cost of
 the regulation: the gate, the reweight and the capture read the step's sigma once per model call, not once
-per attention call, and the capture keeps its maps on the device until the run ends.
+per attention call, the capture keeps its maps on the device until the run ends, and the observers make
+their token-column index tensors once per run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from test_attention_windows import _organs, _prior
 from torch.utils._python_dispatch import TorchDispatchMode
 
 TEXT = "chest x-ray, left pleural effusion"
-HOST_READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
+# reads of a value on the host, and lift_fresh: a tensor made from host data (torch.tensor(list)), which made
+# on a GPU is a copy from host memory, and CUDA synchronises the stream before it
+HOST_READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal", "lift_fresh"}
 
 
 # operators that launch no kernel on a GPU (views, metadata, allocation)
@@ -104,7 +107,8 @@ def test_the_correction_pass_does_not_read_its_own_sigma_back(inference_model, s
     ).result[0]  # fmt: skip
     # each corrected step: its sigma as a float, and the pass's two decisions on the host ("all
     # gradients finite?", "any item still above the threshold?"); the pass's attention calls reuse the
-    # sigma the corrector already knows (reading it back at each of them added 5 more per step). The
+    # sigma the corrector already knows, and the probe makes its token columns once per run (reading the
+    # sigma back and making the columns from a list at each call added 10 more per corrected step). The
     # energy's copy to the CPU for the record is a read too on a GPU, but not an operator this CPU sees.
     assert _per_step(model) - plain == 3
 

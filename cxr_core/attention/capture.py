@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from .measures import attention_probs
-from .prompt import RegulatedPrompt, context_columns
+from .prompt import RegulatedPrompt, site_columns
 from .protocol import SiteCall
 from .schedule import Window
 
@@ -112,6 +112,6 @@ class CrossAttentionCapture:
             buf = run.captures.setdefault(id(self), _RunBuffer(self.store))
             buf.total_steps = total
             for word, pos in self.words.items():
-                cols = context_columns(pos, self.prompt_len, call.n_k, call.device, "AttentionMapCapture")
+                cols = site_columns(call, pos, self.prompt_len, "AttentionMapCapture")
                 m = probs[..., cols].sum(-1).mean(1)  # (B, Nq)
                 buf.add(word, step, m.reshape(m.shape[0], *call.hw).float())  # to the CPU at publish

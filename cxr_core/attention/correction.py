@@ -101,10 +101,20 @@ class LatentCorrector:
                 comfy.samplers.calc_cond_batch(model, [guider.conds["positive"]], z, s, mo)
             except StopForward:
                 pass
-            prior = match_batch(self.prior.to(x.device).clone(), x.shape[0], "EnergyLatentCorrector prior")
+            prior = match_batch(self._prior_on(x.device, run), x.shape[0], "EnergyLatentCorrector prior")
             energy = concentration_energy(probe.maps, prior)
             (grad,) = torch.autograd.grad(energy.sum(), z)
         return energy.detach(), grad.detach()
+
+    def _prior_on(self, device: torch.device, run: Any) -> torch.Tensor:
+        """The prior on the device as an ordinary tensor autograd can save; copied to the device once per run
+        (a copy from host memory waits for the device)."""
+        if run is None:
+            return self.prior.to(device).clone()
+        key = ("corrector-prior", id(self), str(device))
+        if key not in run.cache:
+            run.cache[key] = self.prior.to(device).clone()
+        return run.cache[key]
 
     def correct(
         self,

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from .measures import attention_probs
-from .prompt import RegulatedPrompt, context_columns
+from .prompt import RegulatedPrompt, site_columns
 from .protocol import SiteCall
 from .schedule import Window
 from .site_masks import mask_to_site
@@ -40,7 +40,7 @@ class EnergyProbe:
     maps: list[tuple[tuple[int, int], torch.Tensor]] = field(default_factory=list)
 
     def observe(self, call: SiteCall, q, k, v, bias, extra_options: dict) -> None:  # noqa: ANN001
-        cols = context_columns(self.columns, self.prompt_len, call.n_k, call.device, "EnergyLatentCorrector")
+        cols = site_columns(call, self.columns, self.prompt_len, "EnergyLatentCorrector")
         probs = attention_probs(q, k, extra_options["n_heads"], bias)  # (B, H, Nq, Nk), cond-only pass
         self.maps.append((call.hw, probs[..., cols].mean(1)))  # (B, Nq, T)
 

@@ -138,6 +138,21 @@ def context_columns(
     return torch.tensor(cols, dtype=torch.long, device=device)
 
 
+def site_columns(call: Any, positions: Sequence[int], n_tokens: int, what: str) -> torch.Tensor:
+    """context_columns for one attention call, made once per run (``call.cache``) and context length.
+
+    Making the index tensor from a Python list on a GPU copies host memory to the device, which waits
+    for the device; an observer that does it at every call (the capture, the energy probe) would stall
+    a launch-bound step there.
+    """
+    if call.cache is None:
+        return context_columns(positions, n_tokens, call.n_k, call.device, what)
+    key = ("columns", tuple(positions), n_tokens, call.n_k, str(call.device))
+    if key not in call.cache:
+        call.cache[key] = context_columns(positions, n_tokens, call.n_k, call.device, what)
+    return call.cache[key]
+
+
 def sampled_contexts(conds: dict) -> list[tuple[str, torch.Tensor, str | None]]:
     """(name, cross-attention tensor, CXR Prompt text or None) of every non-negative cond entry of a guider."""
     out = []
