@@ -126,17 +126,21 @@ class LatentCorrector:
     ) -> tuple[torch.Tensor, list]:
         """The corrected latent and the energies seen, [E_0, E_1, ...] per iteration (each (B,))."""
         energies: list[torch.Tensor] = []
-        active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # on the device, for the update
         for _ in range(self.n_iter):
             energy, grad = self.energy_and_grad(guider, x, sigma, model_options, aliases)
-            energies.append(energy.cpu())
-            active &= energy.to(x.device) >= self.threshold
-            finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(energy).to(x.device)
-            if not bool(finite.all()):
+            finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(energy)
+            active &= (energy >= self.threshold) & finite
+            # one copy to the host for the record and both decisions (each read waits for the device)
+            e_host, finite_host, active_host = torch.stack(
+                [energy.float(), finite.float(), active.float()]
+            ).cpu()
+            energies.append(e_host.to(energy.dtype))
+            bad = [i for i, ok in enumerate(finite_host.tolist()) if not ok]
+            if bad:
                 log.warning("EnergyLatentCorrector: non-finite gradient at sigma %.4g for items %s; update skipped",
-                            sigma, (~finite).nonzero().flatten().tolist())  # fmt: skip
-            active &= finite
-            if not bool(active.any()):
+                            sigma, bad)  # fmt: skip
+            if not any(active_host.tolist()):
                 break
             step = self.eta * sigma**2 * torch.nan_to_num(grad)
             rms = step.flatten(1).pow(2).mean(1).sqrt()  # (B,)
@@ -150,9 +154,9 @@ class LatentCorrector:
         log.debug("energy at sigma %.4g: %s", sigma, [e.tolist() for e in energies])
         return x, energies
 
-    def n_window_steps(self, sigmas: torch.Tensor) -> int:
+    def n_window_steps(self, sigmas: torch.Tensor | RunSchedule) -> int:
         """How many leading steps of this sampling call to correct (the window starts at the first step)."""
-        schedule = RunSchedule(sigmas)
+        schedule = sigmas if isinstance(sigmas, RunSchedule) else RunSchedule(sigmas)
         steps = [i for i in schedule.window_steps(self.window) if schedule.sigmas[i] > 0]
         return steps[-1] + 1 if steps else 0
 
@@ -185,7 +189,8 @@ def stepwise_sampler_function(original: Callable, corrector: LatentCorrector) ->
 
     def sample(model_k, x, sigmas, extra_args=None, callback=None, disable=None, **kw):  # noqa: ANN001, ANN202
         extra_args = {} if extra_args is None else extra_args
-        k = corrector.n_window_steps(sigmas)
+        schedule = RunSchedule(sigmas)  # the sigmas on the host, read once for the whole call
+        k = corrector.n_window_steps(schedule)
         if k == 0:
             return original(
                 model_k, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kw
@@ -203,7 +208,7 @@ def stepwise_sampler_function(original: Callable, corrector: LatentCorrector) ->
         n = len(sigmas) - 1
         aliases: AliasCache = {}  # this call's weight aliases, shared by its gradient passes, dropped at its end
         for i in range(k):
-            x, energies = corrector.correct(guider, x, float(sigmas[i]), model_options, aliases)
+            x, energies = corrector.correct(guider, x, schedule.sigmas[i], model_options, aliases)
             if run is not None:
                 run.record(LatentCorrector.label, i, calls=len(energies))
             x = original(model_k, x, sigmas[i : i + 2], extra_args=extra_args, callback=_offset(callback, i),
