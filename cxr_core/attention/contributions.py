@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import torch
 
@@ -28,18 +27,8 @@ from .structured_bias import BLOCKED, LowRankBias, StructuredBias, TokenGroups
 
 log = logging.getLogger("cxr_counterfactual.attention")
 NEG_INF = float("-inf")
-T = TypeVar("T")
 # How the hard gate runs without a dense bias: "groups" (block-sparse) or "low_rank" (benchmarks compare them)
 HARD_GATE_FORM = "groups"
-
-
-def _cached(call: SiteCall, key: tuple, make: Callable[[], T]) -> T:
-    if call.cache is None:
-        return make()
-    full = (*key, call.hw, call.n_k, str(call.device), call.dtype)
-    if full not in call.cache:
-        call.cache[full] = make()
-    return call.cache[full]
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +73,7 @@ class SelfAttentionGate:
         return torch.einsum("bkn,bkm->bnm", d, d).clamp_(max=1.0)
 
     def bias(self, call: SiteCall) -> torch.Tensor:
-        return _cached(call, ("gate", id(self)), lambda: self._bias(call))
+        return call.cached(("gate", id(self)), lambda: self._bias(call))
 
     def _bias(self, call: SiteCall) -> torch.Tensor:
         r = self.memberships(call.hw, call.device)  # (Bm, K, N)
@@ -111,7 +100,7 @@ class SelfAttentionGate:
 
     def structured(self, call: SiteCall) -> StructuredBias | None:
         """The same bias without an N x N tensor (structured_bias.py), or None where only the dense one is exact."""
-        return _cached(call, ("gate-structured", id(self)), lambda: self._structured(call))
+        return call.cached(("gate-structured", id(self)), lambda: self._structured(call))
 
     def _structured(self, call: SiteCall) -> StructuredBias | None:
         r = self.memberships(call.hw, call.device)  # (Bm, K, N)
@@ -168,7 +157,7 @@ class AnatomyTokenGate:
     label: ClassVar[str] = "AnatomyAttentionGate (anatomy words)"
 
     def bias(self, call: SiteCall) -> torch.Tensor:
-        return _cached(call, ("anatomy", id(self)), lambda: self._bias(call))
+        return call.cached(("anatomy", id(self)), lambda: self._bias(call))
 
     def structured(self, call: SiteCall) -> None:
         return None  # 77 text keys: the dense bias is small
@@ -202,7 +191,7 @@ class PathologyReweight:
     label: ClassVar[str] = "PathologyCrossAttnReweight"
 
     def bias(self, call: SiteCall) -> torch.Tensor:
-        return _cached(call, ("pathology", id(self)), lambda: self._bias(call))
+        return call.cached(("pathology", id(self)), lambda: self._bias(call))
 
     def structured(self, call: SiteCall) -> None:
         return None  # 77 text keys: the dense bias is small

@@ -30,7 +30,7 @@ from .autograd import AliasCache, autograd_compatible_weights, gradient_pass
 from .energy import EnergyProbe, StopForward, concentration_energy
 from .engine import RUN_STATE_KEY, install_on_options
 from .prompt import RegulatedPrompt, check_sampled_prompt
-from .protocol import SiteCall
+from .protocol import SiteCall, run_cached
 from .schedule import RunSchedule, Window, require_steps
 from .site_masks import match_batch
 from .site_scheme import SiteKey, SiteScheme, scheme_of
@@ -109,12 +109,10 @@ class LatentCorrector:
     def _prior_on(self, device: torch.device, run: Any) -> torch.Tensor:
         """The prior on the device as an ordinary tensor autograd can save; copied to the device once per run
         (a copy from host memory waits for the device)."""
-        if run is None:
-            return self.prior.to(device).clone()
-        key = ("corrector-prior", id(self), str(device))
-        if key not in run.cache:
-            run.cache[key] = self.prior.to(device).clone()
-        return run.cache[key]
+        cache = run.cache if run is not None else None
+        return run_cached(
+            cache, ("corrector-prior", id(self), str(device)), lambda: self.prior.to(device).clone()
+        )
 
     def correct(
         self,

@@ -145,12 +145,10 @@ def site_columns(call: Any, positions: Sequence[int], n_tokens: int, what: str) 
     for the device; an observer that does it at every call (the capture, the energy probe) would stall
     a launch-bound step there.
     """
-    if call.cache is None:
-        return context_columns(positions, n_tokens, call.n_k, call.device, what)
-    key = ("columns", tuple(positions), n_tokens, call.n_k, str(call.device))
-    if key not in call.cache:
-        call.cache[key] = context_columns(positions, n_tokens, call.n_k, call.device, what)
-    return call.cache[key]
+    return call.cached(
+        ("columns", tuple(positions), n_tokens),
+        lambda: context_columns(positions, n_tokens, call.n_k, call.device, what),
+    )
 
 
 def sampled_contexts(conds: dict) -> list[tuple[str, torch.Tensor, str | None]]:

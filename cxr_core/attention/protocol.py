@@ -15,8 +15,9 @@ that builds it and calls ``engine.install``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
 
 Kind = Literal["attn1", "attn2"]
 Role = Literal["bias", "observe"]
+T = TypeVar("T")
+
+
+def run_cached(cache: dict | None, key: tuple, make: Callable[[], T]) -> T:
+    """``make()`` once per run under ``key`` in the run's cache (engine.RunState.cache); every time without one."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,10 @@ class SiteCall:
     device: torch.device
     cache: dict | None = None  # per-run cache (engine.RunState), None outside a sampling run
     dtype: torch.dtype = torch.float32  # q's dtype: biases are built in it, never as an fp32 copy on the side
+
+    def cached(self, key: tuple, make: Callable[[], T]) -> T:
+        """``make()`` once per run for this call's grid, context length, device and dtype (see run_cached)."""
+        return run_cached(self.cache, (*key, self.hw, self.n_k, str(self.device), self.dtype), make)
 
 
 @runtime_checkable
