@@ -2,19 +2,19 @@
 
 Reading a device tensor's value on the host (``.item()``, ``float(t)``, ``bool(t)``, ``nonzero``) is a
 host-device synchronisation: on a GPU the host stops queueing kernels until the device has run all
-it was given. So is making a device tensor from host data (``torch.tensor(list, device=...)``). ComfyUI's plain euler step makes none, so a pack that makes one per attention call turns a
-launch-bound GPU step serial. These tests count the reads the real host's sampling makes (a dispatch
-mode sees every operator the CPU runs, the same operators a GPU would run) and ask the per-step cost of
-the regulation: the gate, the reweight and the capture read the step's sigma once per model call, not once
-per attention call, the capture keeps its maps on the device until the run ends, and the observers make
-their token-column index tensors once per run.
+it was given. So is making a device tensor from host data (``torch.tensor(list, device=...)``).
+ComfyUI's plain euler step makes none, so a pack that makes one per attention call turns a
+launch-bound GPU step serial. These tests count the reads the real host's sampling makes (the dispatch
+mode of scripts/count_host_reads.py sees every operator the CPU runs, the same operators a GPU would
+run) and ask the per-step cost of the regulation: the gate, the reweight and the capture read the step's
+sigma once per model call, not once per attention call, the capture keeps its maps on the device until
+the run ends, and the observers make their token-column index tensors once per run.
 """
 
 from __future__ import annotations
 
-import collections
-
 import torch
+from count_host_reads import counter
 from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.attention_capture import AttentionMapCapture
@@ -22,39 +22,15 @@ from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
 from helpers import random_cond, regulated_prompt, sample
 from test_attention_windows import _organs, _prior
-from torch.utils._python_dispatch import TorchDispatchMode
 
 TEXT = "chest x-ray, left pleural effusion"
-# reads of a value on the host, and lift_fresh: a tensor made from host data (torch.tensor(list)), which made
-# on a GPU is a copy from host memory, and CUDA synchronises the stream before it
-HOST_READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal", "lift_fresh"}
 
 
-# operators that launch no kernel on a GPU (views, metadata, allocation)
-NO_KERNEL = {"view", "_unsafe_view", "t", "transpose", "permute", "expand", "slice", "select", "unsqueeze",
-             "squeeze", "as_strided", "detach", "alias", "reshape", "split", "unbind", "empty", "empty_strided"}  # fmt: skip
-
-
-class HostReads(TorchDispatchMode):
-    """Count the operators that read a tensor's value back to the host, and the operators that compute."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter = collections.Counter()
-        self.operators = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        name = func.__name__.split(".")[0]
-        if name in HOST_READS:
-            self.counts[name] += 1
-        self.operators += name not in NO_KERNEL
-        return func(*args, **(kwargs or {}))
-
-
-def _count(model, steps: int) -> HostReads:
+def _count(model, steps: int):  # noqa: ANN202
+    """The host reads and operators of one sampling run (scripts/count_host_reads.py's dispatch counter)."""
     with torch.inference_mode():
         sample(model, random_cond(1), random_cond(2), steps=steps)  # warm: per-run caches are not the point
-        with HostReads() as counts:
+        with counter(cuda=False) as counts:
             sample(model, random_cond(1), random_cond(2), steps=steps)
     return counts
 
@@ -62,7 +38,7 @@ def _count(model, steps: int) -> HostReads:
 def _per_step(model, what: str = "reads") -> float:
     """Host reads (or operators) added by each further step: an 8-step run minus a 4-step run, / 4."""
     runs = [_count(model, n) for n in (8, 4)]
-    totals = [sum(r.counts.values()) if what == "reads" else r.operators for r in runs]
+    totals = [r.reads if what == "reads" else sum(r.ops.values()) for r in runs]
     return (totals[0] - totals[1]) / 4
 
 
