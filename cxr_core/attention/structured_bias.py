@@ -105,7 +105,10 @@ class TokenGroups:
 
     @staticmethod
     def from_classes(cls: torch.Tensor, allowed: list[list[bool]]) -> TokenGroups:
-        """Groups from each token's class (N,) and which key classes each query class sees (P x P)."""
+        """Groups from each token's class (N,) and which key classes each query class sees (P x P).
+
+        Every class 0..P-1 has tokens (``cls`` is torch.unique's inverse).
+        """
         order = torch.argsort(cls, stable=True)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -113,8 +116,8 @@ class TokenGroups:
         starts = [sum(counts[:p]) for p in range(len(counts) + 1)]
         keys: list[KeySet] = []
         for row in allowed:
-            seen = [p for p, ok in enumerate(row) if ok and counts[p]]
-            if len(seen) == sum(1 for c in counts if c):
+            seen = [p for p, ok in enumerate(row) if ok]
+            if len(seen) == len(counts):
                 keys.append(None)
             elif seen == list(range(seen[0], seen[-1] + 1)):
                 keys.append((starts[seen[0]], starts[seen[-1] + 1]))
@@ -184,8 +187,7 @@ def grouped_attention(
             kk, vv = ks[:, keys[0] : keys[1]], vs[:, keys[0] : keys[1]]
         else:
             kk, vv = ks[:, keys], vs[:, keys]
-        if b > a:
-            outs.append(attention_fn(qs[:, a:b], kk, vv, heads, **options))
+        outs.append(attention_fn(qs[:, a:b], kk, vv, heads, **options))
     return torch.cat(outs, dim=1)[:, groups.inverse]
 
 
