@@ -13,7 +13,8 @@
 # 4. the gate per attention call (scripts/benchmark_attention.py): dense bias against its low-rank and
 #    block-sparse forms at the 64x64 and 128x128 sites;
 # 5. the correction's profile (scripts/profile_correction.py): its gradient pass in parts (weight swap,
-#    forward + energy, backward), in plain-step units, truncated and untruncated;
+#    forward + energy, backward), in plain-step units, truncated and untruncated; then torch.profiler over one
+#    plain step, one pass and its backward: device busy share, kernels, operators and the costliest operators;
 # 6. host reads and operators per step (scripts/count_host_reads.py): how often each module makes the host
 #    wait for the GPU, and how many operators it adds, on the tiny UNet (counts do not depend on its width).
 # Without CUDA it runs the same steps at CPU size (CPU tests, a 128-px 4-step workflow, the benchmark's
@@ -98,7 +99,7 @@ if [ "$MODE" = cuda ]; then
   step benchmark_target 150 "$CXR_PY" scripts/benchmark.py --cells 512x1 --steps 30 --repeat 3 --out "$OUT/target" \
     --configs "$TARGET_CONFIGS"
   step benchmark_attention 90 "$CXR_PY" scripts/benchmark_attention.py --sides 64,128 --repeat 10 --out "$OUT/attention"
-  step profile_correction 90 "$CXR_PY" scripts/profile_correction.py --size 512 --steps 30 --repeat 3 --out "$OUT/profile"
+  step profile_correction 120 "$CXR_PY" scripts/profile_correction.py --size 512 --steps 30 --repeat 3 --out "$OUT/profile"
   step host_reads 60 "$CXR_PY" scripts/count_host_reads.py --size 512 --out "$OUT/host_reads"
   step benchmark_grid 130 "$CXR_PY" scripts/benchmark.py --steps 10 --repeat 2 --out "$OUT/grid" \
     --cells 512x1,512x2,768x1,512x4,1024x1,768x2,768x4,1024x2,1024x4

@@ -11,7 +11,11 @@ inference-mode weights usable by autograd, the forward pass with the energy, and
 backward pass. The pass is then expressed in plain sampling steps (one CFG model call),
 and the time ratio it predicts, ``1 + passes x pass / plain run``, is printed beside the
 ratio measured in the same invocation, so what to make lighter is read off, not guessed.
-Writes profile.json and profile.md to ``--out``.
+Then it profiles, with torch.profiler (scripts/op_profile.py), one plain run per step, one
+truncated gradient pass and that pass's backward alone: wall time, the device's kernel time and
+busy share (on a GPU), kernels and operators, and the operators that take the most, so a pass
+that costs more plain steps than its operators explain shows whether the host or the device is
+the limit. Writes profile.json and profile.md to ``--out``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from op_profile import Stretch, markdown, nth_call_profiled
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +129,33 @@ def run(model, args: argparse.Namespace, cuda: bool) -> Callable[[], float]:  # 
     return go
 
 
+def operator_profile(plain, corrected, args: argparse.Namespace, cuda: bool, result: dict) -> list[str]:  # noqa: ANN001
+    """Profile one plain CFG step, one gradient pass and its backward; record and return the tables.
+
+    Each is one call, the n-th of its kind in a run (not the first: that one builds per-run caches), so the
+    profile stays small enough to read back quickly on a GPU.
+    """
+    import comfy.samplers
+    import torch
+    from cxr_pack.cxr_core.attention import correction
+
+    passes = result["configs"]["truncated"]["passes_per_run"]
+    index = 1 if passes > 1 else 0
+    step = Stretch(f"plain CFG step {min(2, args.steps - 1)}")
+    whole = Stretch(f"gradient pass {index} (truncated)")
+    backward = Stretch(f"its backward (pass {index})")
+    with nth_call_profiled(comfy.samplers, "sampling_function", min(2, args.steps - 1), step, cuda):
+        run(plain, args, cuda)()
+    with nth_call_profiled(correction.LatentCorrector, "energy_and_grad", index, whole, cuda):
+        run(corrected, args, cuda)()
+    with nth_call_profiled(torch.autograd, "grad", index, backward, cuda):
+        run(corrected, args, cuda)()
+    result["operators"] = {s.name: {**s.summary(), "top": s.top} for s in (step, whole, backward)}
+    table = markdown([step, whole, backward], cuda)
+    print("\n".join(table[:5]), flush=True)
+    return ["Operator profile (torch.profiler; its overhead is in every row alike):", "", *table]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
@@ -178,11 +211,13 @@ def main() -> int:
                 f"backward {row['backward_ms']:.1f} ms"
             )
             print(lines[-1], flush=True)
+        lines = [f"- {x}" for x in lines]
+        lines += ["", *operator_profile(plain, corrector(plain, args.size, True, tok), args, cuda, result)]
     result["plain_seconds"] = round(plain_s, 4)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(json.dumps(result, indent=1))
     header = f"Device: {env['device']}; torch {env['torch']}; {args.size} px, {args.steps} steps, median of {args.repeat}."
-    (args.out / "profile.md").write_text(header + "\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
+    (args.out / "profile.md").write_text(header + "\n\n" + "\n".join(lines) + "\n")
     print(f"wrote {args.out}/profile.{{json,md}}")
     return 0
 

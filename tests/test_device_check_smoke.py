@@ -53,10 +53,18 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     assert dense == (32 * 32) ** 2 * 4 / 2**20, "the dense fp32 bias of a 32x32 site: 1024 x 1024 x 4 bytes"
     assert compact < dense / 50, "the low-rank factors are a few channels per token"
     assert "- profile_correction: passed" in summary and "## The correction's gradient pass" in summary
-    profile = json.loads((out / "profile" / "profile.json").read_text())["configs"]
+    record = json.loads((out / "profile" / "profile.json").read_text())
     for name in ("truncated", "untruncated"):
-        p = profile[name]
+        p = record["configs"][name]
         assert p["passes_per_run"] >= 1 and p["backward_ms"] > 0 and p["forward_and_energy_ms"] > 0, p
+    step, whole, backward = record["operators"].values()  # one plain step, one gradient pass, its backward
+    assert step["aten_ops"] > 0 and whole["aten_ops"] > backward["aten_ops"] > 0, record["operators"]
+    assert whole["wall_ms"] > backward["wall_ms"] > 0 and step["device_ms"] is None, (
+        "the CPU has no device kernels"
+    )
+    assert any("convolution" in r["op"] for r in step["top"]), step["top"]
+    assert any(r["op"].endswith("_backward") for r in backward["top"]), backward["top"]
+    assert "Top operators of gradient pass" in summary
     assert "- host_reads: passed" in summary and "## Host reads and operators per step" in summary
     counts = {
         r["config"]: r for r in json.loads((out / "host_reads" / "host_reads.json").read_text())["rows"]
