@@ -231,3 +231,10 @@ def test_gradients_through_the_structured_gate_match_the_dense_gate(hard: bool) 
     grads_dense = torch.autograd.grad(dense, (q, k, v))
     for name, a, b in zip("qkv", grads_compact, grads_dense, strict=True):
         assert float((a - b).abs().max()) < 1e-4 * float(b.abs().max()), f"d/d{name}"
+
+
+def test_low_rank_form_is_for_self_attention_and_says_so() -> None:
+    q, k, v = _qkv(1, 64)
+    bias = LowRankBias(torch.randn(1, 64, 3), torch.randn(1, 48, 3))
+    with pytest.raises(ValueError, match=r"one shape \(self-attention\), got \(1, 64, 80\), \(1, 48, 80\)"):
+        low_rank_attention(q, k[:, :48], v[:, :48], HEADS, bias, _backends()["pytorch"])

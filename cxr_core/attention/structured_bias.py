@@ -59,25 +59,22 @@ class LowRankBias:
         """The (Bm, Nq, Nk) bias it stands for (tests and observers only)."""
         return self.u @ self.w.transpose(1, 2)
 
-    def channels(self, b: int, items: int, d: int, dp: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """(q's, k's, v's) extra channels for head size d padded to dp: (B, 1, N, dp - d) each, in ``dtype``.
+    def channels(self, b: int, items: int, heads: int, d: int, dp: int, dtype: torch.dtype) -> torch.Tensor:
+        """The extra channels of q, k and v for head size d padded to dp: (3, B, N, heads, dp - d) in ``dtype``.
 
-        Built once per call shape (batch, head size, dtype), so that a call adds only its concatenations:
-        on a GPU whose step is launch-bound, every kernel per call counts.
+        q's carry u, k's carry w (times sqrt(dp), undoing the backend's 1/sqrt(dp)), v's are zeros. Built
+        once per call shape (batch, heads, head size, dtype), so that a call adds only its concatenation: on
+        a GPU whose step is launch-bound, every kernel per call counts. The heads share one copy (expanded).
         """
-        key = (b, items, d, dp, dtype)
+        key = (b, items, heads, d, dp, dtype)
         ready = self._channels.get(key)
         if ready is None:
-            pad = dp - d - self.u.shape[-1]
-            u = _per_item(self.u.to(dtype), b, items)[:, None]  # (B, 1, Nq, R)
-            w = _per_item(self.w.to(dtype), b, items)[:, None] * math.sqrt(
-                dp
-            )  # undo the backend's 1/sqrt(dp)
-            ready = (
-                torch.nn.functional.pad(u, (0, pad)),
-                torch.nn.functional.pad(w, (0, pad)),
-                w.new_zeros(1, 1, 1, dp - d),
-            )
+            u = _per_item(self.u.to(dtype), b, items)  # (B, N, R)
+            w = _per_item(self.w.to(dtype), b, items) * math.sqrt(dp)
+            extra = u.new_zeros(3, b, u.shape[1], 1, dp - d)
+            extra[0, :, :, 0, : u.shape[-1]] = u
+            extra[1, :, :, 0, : w.shape[-1]] = w
+            ready = extra.expand(-1, -1, -1, heads, -1)
             self._channels[key] = ready
         return ready
 
@@ -94,7 +91,7 @@ class TokenGroups:
     A class attends only to its key set: None (every key), a run of the sorted tokens (a class that
     sees only itself, or consecutive classes), or the sorted positions it sees. The order is found
     once per grid and run; a call gathers q, k and v into it, so most key sets are slices, and adds
-    three gathers, one concatenation and one gather back instead of a gather and a scatter per class
+    a stack, one gather, one concatenation and one gather back instead of a gather and a scatter per class
     (launches are what a GPU step at 512 px pays for).
     """
 
@@ -152,25 +149,28 @@ def low_rank_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, bias: LowRankBias, attention_fn: Callable,
     items: int | None = None, **options,
 ) -> torch.Tensor:  # fmt: skip
-    """softmax(q k^T / sqrt(d) + u w^T) v for (B, N, heads * d) q, k, v, through ``attention_fn`` unmasked.
+    """softmax(q k^T / sqrt(d) + u w^T) v for self-attention's (B, N, heads * d) q, k, v, through ``attention_fn``.
 
-    ``items``: batch items per cond/uncond chunk, when the bias has one entry per item.
+    ``items``: batch items per cond/uncond chunk, when the bias has one entry per item. A call adds three
+    operators: q, k and v stacked, their extra channels concatenated, and q's channels scaled by
+    a = sqrt(dp / d) (the backend scales by 1/sqrt(dp)).
     """
-    b, nq, inner = q.shape
-    nk = k.shape[1]
+    if not q.shape == k.shape == v.shape:
+        raise ValueError(
+            f"low_rank_attention: q, k and v must have one shape (self-attention), got {tuple(q.shape)}, "
+            f"{tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    b, n, inner = q.shape
     d = inner // heads
     dp = -(-(d + bias.u.shape[-1]) // 8) * 8  # head size a multiple of 8, as flash kernels want
-    u, w, zeros = bias.channels(b, items or b, d, dp, q.dtype)
-    # [q a, u], [k, w b], [v, 0]: one concatenation each (a = sqrt(dp / d): the backend scales by 1/sqrt(dp))
-    q2 = torch.cat(
-        [q.view(b, nq, heads, d).transpose(1, 2) * math.sqrt(dp / d), u.expand(b, heads, nq, -1)], -1
-    )
-    k2 = torch.cat([k.view(b, nk, heads, d).transpose(1, 2), w.expand(b, heads, nk, -1)], -1)
-    v2 = torch.cat([v.view(b, nk, heads, d).transpose(1, 2), zeros.expand(b, heads, nk, -1)], -1)
+    extra = bias.channels(b, items or b, heads, d, dp, q.dtype)
+    qkv = torch.cat([torch.stack([q, k, v]).view(3, b, n, heads, d), extra], -1)  # (3, B, N, heads, dp)
+    qkv[0, ..., :d].mul_(math.sqrt(dp / d))  # in place on a view (``x[i] *= a`` would copy back as well)
+    q2, k2, v2 = qkv.transpose(2, 3).unbind(0)  # (B, heads, N, dp) each
     out = attention_fn(q2, k2, v2, heads, skip_reshape=True, skip_output_reshape=True, **options)
     if out.ndim == 3:  # a backend branch that reshapes anyway (ComfyUI's batched SDPA loop)
-        out = out.view(b, nq, heads, dp).transpose(1, 2)
-    return out[..., :d].transpose(1, 2).reshape(b, nq, heads * d)
+        out = out.view(b, n, heads, dp).transpose(1, 2)
+    return out[..., :d].transpose(1, 2).reshape(b, n, heads * d)
 
 
 def grouped_attention(
@@ -178,7 +178,7 @@ def grouped_attention(
     **options,
 ) -> torch.Tensor:  # fmt: skip
     """Block-sparse attention: each class's queries through ``attention_fn`` over its own keys only."""
-    qs, ks, vs = q[:, groups.order], k[:, groups.order], v[:, groups.order]
+    qs, ks, vs = torch.stack([q, k, v])[:, :, groups.order].unbind(0)  # one gather into class order
     outs = []
     for (a, b), keys in zip(groups.queries, groups.keys, strict=True):
         if keys is None:  # every key: the order of the keys does not change attention
