@@ -99,9 +99,9 @@ def test_full_method_on_device_acts_on_its_steps(half_model, sd1_tokenizer, capl
 
 @pytest.fixture
 def deterministic_kernels():
-    """ComfyUI turns on cudnn.benchmark, whose autotuning may pick other convolution kernels from one call to
-    the next (last-bit differences between two plain runs on a GPU). Bit-identity is judged with fixed kernels,
-    as ComfyUI's --deterministic gives."""
+    """Fixed convolution kernels for bit-identity: cudnn.benchmark (ComfyUI turns it on with --fast autotune)
+    may pick other kernels from one call to the next (last-bit differences between two plain runs on a GPU),
+    so it is off here and cuDNN deterministic, as ComfyUI's --deterministic asks."""
     before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     try:
