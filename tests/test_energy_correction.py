@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 from cxr_pack.cxr_core.attention.correction import LatentCorrector
+from cxr_pack.cxr_core.attention.site_scheme import scheme_of
 from cxr_pack.nodes.energy_corrector import attach_corrector, build_corrector
 from helpers import random_cond, regulated_prompt, sample
 
@@ -242,7 +243,11 @@ def test_truncated_gradient_pass_never_runs_the_decoder_blocks_above_the_energy_
     inference_model, sd1_tokenizer, truncate: bool
 ) -> None:
     c = _corrector(inference_model, sd1_tokenizer, threshold=0.0, truncate=truncate, record=True)
-    assert c.stop_site == (("output", 5) if truncate else None)
+    stop = c.truncation(scheme_of(inference_model.model))
+    if truncate:  # after output block 5's one transformer block, the last 16x16 site
+        assert (stop.site, stop.last_index) == (("output", 5), 0)
+    else:
+        assert stop is None
     unet = inference_model.model.diffusion_model
     calls = {"output6": 0, "grad_passes": 0}
     block = unet.output_blocks[6][0]  # its ResBlock: the first layer of decoder block 6

@@ -59,11 +59,6 @@ class LatentCorrector:
     def __deepcopy__(self, memo: dict) -> LatentCorrector:
         return self
 
-    @property
-    def stop_site(self) -> SiteKey | None:
-        """The last energy site (the sites are in execution order), after which the pass stops."""
-        return self.sites[-1] if self.truncate and self.sites else None
-
     def truncation(self, scheme: SiteScheme) -> TruncateAfter | None:
         """Where the gradient pass of a model with this scheme stops: after the last energy site run."""
         if not self.truncate or not self.sites:
