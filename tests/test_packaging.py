@@ -14,6 +14,9 @@ def test_registry_fields_parse_with_comfyuis_reader() -> None:
     config = extract_node_configuration(str(REPO))
     comfy, project = config.tool_comfy, config.project
     assert comfy.publisher_id == "cxr-counterfactual" and comfy.display_name
+    assert project.name == "cxr-counterfactual", (
+        "the registry id: short and without 'ComfyUI', as the registry asks"
+    )
     assert comfy.web == "js" and (REPO / comfy.web / "cxr_panels.js").is_file()
     assert comfy.icon.startswith(RAW) and (REPO / comfy.icon.removeprefix(RAW)).is_file(), comfy.icon
     assert project.supported_comfyui_version == ">=0.3.75"
