@@ -2,8 +2,10 @@
 
     python scripts/benchmark_attention.py                       # 64x64 and 128x128 sites (512 / 1024 px)
     python scripts/benchmark_attention.py --sides 16 --repeat 1 # CPU smoke size
+    python scripts/benchmark_attention.py --sides 64 --heads 10 --head-dim 64   # SDXL's 64x64 level
 
-At an SD1.5 fine site (8 heads x 40 channels, the CFG batch of 2 by default) with the
+At an SD1.5 fine site (8 heads x 40 channels by default; SD2.x and SDXL have heads of 64
+channels, which the low-rank form's extra channels take past 64; the CFG batch of 2) with the
 demo radiograph's organ masks (right lung, left lung, heart, mediastinum), it times
 ComfyUI's own attention function (the backend the host chose) on the same q, k, v:
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FORMS = ("plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank")
-HEADS, DIM = 8, 40  # SD1.5's first transformer level
+HEADS, DIM = 8, 40  # SD1.5's first transformer level (the defaults of --heads and --head-dim)
 
 
 def timed(fn, repeat: int, cuda: bool) -> tuple[float, float]:  # noqa: ANN001
@@ -81,7 +83,8 @@ def bias_bytes(obj) -> int:  # noqa: ANN001
     )
 
 
-def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool) -> list[dict]:  # noqa: ANN001
+def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool, heads: int = HEADS,  # noqa: ANN001
+             dim: int = DIM) -> list[dict]:  # fmt: skip
     import comfy.ldm.modules.attention as attention
     import torch
     from cxr_pack.cxr_core.attention import contributions
@@ -93,7 +96,7 @@ def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool) -> li
     fn = attention.optimized_attention
     n = side * side
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(batch, n, HEADS * DIM, generator=g).to(dev, dtype) for _ in range(3))
+    q, k, v = (torch.randn(batch, n, heads * dim, generator=g).to(dev, dtype) for _ in range(3))
     call = SiteCall(("input", 1), "attn1", (side, side), n, n, 1, dev, None, dtype)
     rows: list[dict] = []
     for form in FORMS:
@@ -111,11 +114,12 @@ def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool) -> li
 
         def go(form: str = form, bias=bias) -> object:  # noqa: ANN001
             if form == "plain" or form.endswith("dense"):
-                return fn(q, k, v, HEADS, mask=bias)
-            return structured_attention(q, k, v, HEADS, bias, fn, items=batch)
+                return fn(q, k, v, heads, mask=bias)
+            return structured_attention(q, k, v, heads, bias, fn, items=batch)
 
         seconds, peak = timed(go, repeat, cuda)
-        rows.append({"side": side, "tokens": n, "batch": batch, "form": form, "seconds": seconds,
+        rows.append({"side": side, "tokens": n, "heads": heads, "head_dim": dim, "batch": batch, "form": form,
+                     "seconds": seconds,
                      "peak_mib": round(peak, 1), "bias_mib": round(bias_bytes(bias) / 2**20, 3)})  # fmt: skip
         del bias, go
     contributions.HARD_GATE_FORM = "groups"
@@ -126,7 +130,7 @@ def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool) -> li
         r["vs_plain"] = round(r["seconds"] / plain, 4)
         r["vs_dense_gate"] = round(r["seconds"] / dense["seconds"], 4)
         r["seconds"] = round(r["seconds"], 6)
-        print(f"{side:4d}x{side:<4d} batch {batch}  {r['form']:14s} {r['seconds'] * 1e3:10.2f} ms  "
+        print(f"{side:4d}x{side:<4d} {heads}x{dim} batch {batch}  {r['form']:14s} {r['seconds'] * 1e3:10.2f} ms  "
               f"x{r['vs_plain']:.3f} of plain  x{r['vs_dense_gate']:.3f} of the dense gate  "
               f"bias {r['bias_mib']:9.2f} MiB  peak {r['peak_mib']:8.1f} MiB", flush=True)  # fmt: skip
     return rows
@@ -142,11 +146,11 @@ def write(rows: list[dict], env: dict, out: Path) -> None:
         f"Device: {env['device']}; torch {env['torch']}; attention backend `{env['attention_backend']}`; "
         f"dtype {env['dtype']}; median of {env['repeat']}.",
         "",
-        "| site | batch | form | ms | x plain | x dense gate | bias MiB | peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| site | heads x dim | batch | form | ms | x plain | x dense gate | bias MiB | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['side']}x{r['side']} | {r['batch']} | {r['form']} | {r['seconds'] * 1e3:.2f} | "
+        lines.append(f"| {r['side']}x{r['side']} | {r['heads']}x{r['head_dim']} | {r['batch']} | {r['form']} | {r['seconds'] * 1e3:.2f} | "
                      f"{r['vs_plain']:.3f} | {r['vs_dense_gate']:.3f} | {r['bias_mib']:.2f} | {r['peak_mib']:.1f} |")  # fmt: skip
     (out / "attention.md").write_text("\n".join(lines) + "\n")
     (out / "attention.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
@@ -156,6 +160,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sides", default="64,128", help="site grid sides (64 = a 512-px image's fine sites)")
     ap.add_argument("--batch", type=int, default=2, help="rows per call (2 = one image with CFG)")
+    ap.add_argument("--heads", type=int, default=HEADS, help="attention heads (SD1.5's first level: 8)")
+    ap.add_argument(
+        "--head-dim", type=int, default=DIM, help="channels per head (SD1.5: 40; SD2.x, SDXL: 64)"
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "benchmark")
     args = ap.parse_args()
@@ -168,7 +176,7 @@ def main() -> int:
 
     dtype = torch.float16 if cuda else torch.float32
     env = environment(cuda)
-    env.update(dtype=str(dtype).split(".")[-1], repeat=args.repeat, heads=HEADS, head_dim=DIM)
+    env.update(dtype=str(dtype).split(".")[-1], repeat=args.repeat, heads=args.heads, head_dim=args.head_dim)
     print(json.dumps(env), flush=True)
     om = load_demo_organ_masks()
     m = om.masks.float()
@@ -176,7 +184,7 @@ def main() -> int:
     rows: list[dict] = []
     with torch.inference_mode():
         for side in (int(s) for s in args.sides.split(",") if s.strip()):
-            rows += run_side(side, args.batch, args.repeat, masks, dtype, cuda)
+            rows += run_side(side, args.batch, args.repeat, masks, dtype, cuda, args.heads, args.head_dim)
             write(rows, env, args.out)
             if cuda:
                 torch.cuda.empty_cache()

@@ -11,7 +11,9 @@
 #    also with its dense bias, and the hard gate), then a grid over 512/768/1024 px and batch 1/2/4 at 10
 #    steps (median of 2), cheapest cells first;
 # 4. the gate per attention call (scripts/benchmark_attention.py): dense bias against its low-rank and
-#    block-sparse forms at the 64x64 and 128x128 sites;
+#    block-sparse forms at the 64x64 and 128x128 sites; step attention_heads64: the same with the heads of
+#    SD2.x and SDXL (10 x 64 channels at a 64x64 site), where the low-rank form's extra channels take a head
+#    past 64 channels, which attention kernels round up to their next size;
 # 5. the correction's profile (scripts/profile_correction.py): its gradient pass in parts (weight swap,
 #    forward + energy, backward), in plain-step units, truncated and untruncated; then torch.profiler over one
 #    plain step, one pass and its backward: device busy share, kernels, operators and the costliest operators;
@@ -57,7 +59,7 @@ summary="$OUT/summary.md"
   echo
 } > "$summary"
 
-STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,profile_correction,host_reads,benchmark_grid,workflow_offload},"
+STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,attention_heads64,profile_correction,host_reads,benchmark_grid,workflow_offload},"
 step() {  # step NAME TIMEOUT_S CMD...: run, log to OUT/NAME.log, record pass/fail and seconds
   local name="$1" limit="$2"; shift 2
   case "$STEPS_WANTED" in *",$name,"*) ;; *) echo "- $name: not run (CXR_DEVICE_STEPS)" >> "$summary"; return 0 ;; esac
@@ -99,6 +101,8 @@ if [ "$MODE" = cuda ]; then
   step benchmark_target 150 "$CXR_PY" scripts/benchmark.py --cells 512x1 --steps 30 --repeat 3 --out "$OUT/target" \
     --configs "$TARGET_CONFIGS"
   step benchmark_attention 90 "$CXR_PY" scripts/benchmark_attention.py --sides 64,128 --repeat 10 --out "$OUT/attention"
+  step attention_heads64 60 "$CXR_PY" scripts/benchmark_attention.py --sides 64 --heads 10 --head-dim 64 --repeat 10 \
+    --out "$OUT/attention_heads64"
   step profile_correction 120 "$CXR_PY" scripts/profile_correction.py --size 512 --steps 30 --repeat 3 --out "$OUT/profile"
   step host_reads 60 "$CXR_PY" scripts/count_host_reads.py --size 512 --out "$OUT/host_reads"
   step benchmark_grid 130 "$CXR_PY" scripts/benchmark.py --steps 10 --repeat 2 --out "$OUT/grid" \
@@ -106,6 +110,8 @@ if [ "$MODE" = cuda ]; then
 else
   step benchmark_target 300 "$CXR_PY" scripts/benchmark.py --smoke --out "$OUT/target" --configs "$TARGET_CONFIGS"
   step benchmark_attention 120 "$CXR_PY" scripts/benchmark_attention.py --sides 32 --repeat 2 --out "$OUT/attention"
+  step attention_heads64 60 "$CXR_PY" scripts/benchmark_attention.py --sides 16 --heads 10 --head-dim 64 --repeat 1 \
+    --out "$OUT/attention_heads64"
   step profile_correction 300 "$CXR_PY" scripts/profile_correction.py --size 64 --steps 4 --repeat 1 --out "$OUT/profile"
   step host_reads 120 "$CXR_PY" scripts/count_host_reads.py --size 128 --out "$OUT/host_reads"
 fi
@@ -120,6 +126,7 @@ keep_pictures workflow_offload
     [ -f "$OUT/$b/benchmark.md" ] && { echo; echo "## Benchmark: $b"; echo; cat "$OUT/$b/benchmark.md"; }
   done
   [ -f "$OUT/attention/attention.md" ] && { echo; echo "## The gate per attention call"; echo; cat "$OUT/attention/attention.md"; }
+  [ -f "$OUT/attention_heads64/attention.md" ] && { echo; echo "## The gate per attention call, heads of 64 channels (SD2.x, SDXL)"; echo; cat "$OUT/attention_heads64/attention.md"; }
   [ -f "$OUT/profile/profile.md" ] && { echo; echo "## The correction's gradient pass"; echo; cat "$OUT/profile/profile.md"; }
   [ -f "$OUT/host_reads/host_reads.md" ] && { echo; echo "## Host reads and operators per step"; echo; cat "$OUT/host_reads/host_reads.md"; }
 } >> "$summary"

@@ -22,7 +22,7 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
         os.environ,
         COMFYUI_DIR=str(comfyui_dir),
         CXR_PY=sys.executable,
-        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention,profile_correction,host_reads",
+        CXR_DEVICE_STEPS="benchmark_target,benchmark_attention,attention_heads64,profile_correction,host_reads",
     )
     out = tmp_path / "dc"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "device_check.sh"), str(out)], env=env,
@@ -46,7 +46,12 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     assert [r["form"] for r in calls] == [
         "plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank"
     ]  # fmt: skip
-    assert all(r["side"] == "32" and float(r["seconds"]) > 0 for r in calls)
+    assert all(r["side"] == "32" and (r["heads"], r["head_dim"]) == ("8", "40") for r in calls)
+    assert all(float(r["seconds"]) > 0 for r in calls)
+    assert "- attention_heads64: passed" in summary and "heads of 64 channels (SD2.x, SDXL)" in summary
+    wide = list(csv.DictReader((out / "attention_heads64" / "attention.csv").open()))
+    assert len(wide) == 6 and all((r["side"], r["heads"], r["head_dim"]) == ("16", "10", "64") for r in wide)
+    assert "| 16x16 | 10x64 | 2 | soft_low_rank |" in summary
     dense, compact = (
         float(next(r["bias_mib"] for r in calls if r["form"] == f)) for f in ("soft_dense", "soft_low_rank")
     )
