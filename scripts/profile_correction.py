@@ -11,7 +11,7 @@ inference-mode weights usable by autograd, the forward pass with the energy, and
 backward pass. The pass is then expressed in plain sampling steps (one CFG model call),
 and the time ratio it predicts, ``1 + passes x pass / plain run``, is printed beside the
 ratio measured in the same invocation, so what to make lighter is read off, not guessed.
-Then it profiles, with torch.profiler (scripts/op_profile.py), one plain run per step, one
+Then it profiles, with torch.profiler (scripts/op_profile.py), one plain CFG step, one
 truncated gradient pass and that pass's backward alone: wall time, the device's kernel time and
 busy share (on a GPU), kernels and operators, and the operators that take the most, so a pass
 that costs more plain steps than its operators explain shows whether the host or the device is
