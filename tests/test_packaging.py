@@ -6,17 +6,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = "https://raw.githubusercontent.com/cxr-counterfactual/comfyui-cxr-counterfactual/main/"
+REPO_FOLDER_IN_README = "comfyui-cxr-counterfactual"  # README: git clone <this repository> <this folder>
 
 
 def test_registry_fields_parse_with_comfyuis_reader() -> None:
+    assert f"git clone <this repository> {REPO_FOLDER_IN_README}" in (REPO / "README.md").read_text()
     from comfy_config.config_parser import extract_node_configuration
 
     config = extract_node_configuration(str(REPO))
     comfy, project = config.tool_comfy, config.project
     assert comfy.publisher_id == "cxr-counterfactual" and comfy.display_name
-    assert project.name == "cxr-counterfactual", (
-        "the registry id: short and without 'ComfyUI', as the registry asks"
-    )
+    # ComfyUI serves the js folder under the project name (tool.comfy.web) and again under the folder name
+    # (WEB_DIRECTORY); a name unlike the clone's folder makes the editor load every extension twice
+    assert project.name == "comfyui-cxr-counterfactual" == REPO_FOLDER_IN_README
     assert comfy.web == "js" and (REPO / comfy.web / "cxr_panels.js").is_file()
     assert comfy.icon.startswith(RAW) and (REPO / comfy.icon.removeprefix(RAW)).is_file(), comfy.icon
     assert project.supported_comfyui_version == ">=0.3.75"
