@@ -2,7 +2,7 @@
 // (UI payload "cxr_attention": every word at the mean and at each recorded step).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { el, fitNode, panelWidget } from "./cxr_dom.js";
+import { el, fitNode, panelWidget, registerOnce } from "./cxr_dom.js";
 
 const NODE = "AttentionMapRender";
 const VIEW_PX = 300;
@@ -42,7 +42,7 @@ function render(panel, frames) {
   show();
 }
 
-app.registerExtension({
+registerOnce(app, {
   name: "cxr_counterfactual.attention",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData?.name !== NODE) return;

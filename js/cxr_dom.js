@@ -35,6 +35,15 @@ function ensureStyle() {
   document.head.appendChild(el);
 }
 
+// Register an editor extension unless one of that name is already there. ComfyUI serves this folder
+// under the pyproject name and again under the pack's folder name, so where a user's folder has
+// another name every file here is loaded twice; the second copy must not throw "already registered".
+export function registerOnce(app, extension) {
+  if ((app.extensions ?? []).some((e) => e.name === extension.name)) return false;
+  app.registerExtension(extension);
+  return true;
+}
+
 // A read-only DOM panel under the node's widgets; `height()` gives the room it needs in pixels.
 export function panelWidget(node, name, height) {
   ensureStyle();

@@ -2,7 +2,7 @@
 // other summaries (UI payload "text", e.g. the FID nodes) as plain lines. Every line stays visible
 // and nothing is editable, in the LiteGraph canvas and in Nodes 2.0.
 import { app } from "../../scripts/app.js";
-import { PACK_CATEGORY, el, fitNode, panelWidget } from "./cxr_dom.js";
+import { PACK_CATEGORY, el, fitNode, panelWidget, registerOnce } from "./cxr_dom.js";
 
 const ROW_PX = 19;
 
@@ -29,7 +29,7 @@ function renderLines(panel, lines) {
 
 const panelHeight = (panel) => 12 + ROW_PX * Number(panel.dataset.lines || 1);
 
-app.registerExtension({
+registerOnce(app, {
   name: "cxr_counterfactual.panels",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.category?.startsWith(PACK_CATEGORY)) return;

@@ -5,7 +5,7 @@
 // own UI output (the working image) is the preview.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { fitNode, panelWidget } from "./cxr_dom.js";
+import { fitNode, panelWidget, registerOnce } from "./cxr_dom.js";
 
 const NODE = "CXRImageLoader";
 const EXTENSIONS = [".dcm", ".dicom", ".png", ".jpg", ".jpeg"];
@@ -74,7 +74,7 @@ function chooseFile(node) {
   input.click();
 }
 
-app.registerExtension({
+registerOnce(app, {
   name: "cxr_counterfactual.radiograph",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData?.name !== NODE) return;

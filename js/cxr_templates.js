@@ -3,10 +3,11 @@
 // (the file system's); the file names start with their rank, so sorting them gives that order.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { registerOnce } from "./cxr_dom.js";
 
 const PACK = "comfyui-cxr-counterfactual";
 
-app.registerExtension({
+registerOnce(app, {
   name: "cxr_counterfactual.templates",
   async init() {
     const original = api.getWorkflowTemplates.bind(api);

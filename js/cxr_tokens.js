@@ -4,7 +4,7 @@
 // when a word is missing from the prompt or splits into several tokens.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { el, fitNode, panelWidget } from "./cxr_dom.js";
+import { el, fitNode, panelWidget, registerOnce } from "./cxr_dom.js";
 
 const NODE = "CXRPrompt";
 const FIELDS = ["text", "pathology_words", "anatomy_words"];
@@ -72,7 +72,7 @@ async function check(node) {
   fitNode(node);
 }
 
-app.registerExtension({
+registerOnce(app, {
   name: "cxr_counterfactual.tokens",
   async setup() {
     // One poll for every CXR Prompt node: catches typing in either renderer without hooking each editor.

@@ -190,6 +190,32 @@ def test_pack_loads_and_registers_every_node(editor, comfy_client) -> None:
     assert editor.pack_errors() == []
 
 
+def test_a_second_copy_of_the_editor_code_registers_nothing_and_raises_nothing(editor) -> None:
+    """ComfyUI serves js/ under the pyproject name and again under the pack's folder name, so a user whose
+    folder has another name loads every file twice; before, the second copy threw "already registered".
+    Here each entry file is imported again under another URL (a new module instance, as the second path
+    gives) in the running editor."""
+    files = sorted(p.name for p in (REPO / "js").glob("*.js") if "\nregisterOnce(app, {" in p.read_text())
+    assert len(files) == 5, files
+    before = editor.js("() => app.extensions.map((e) => e.name)")
+    errors = editor.js(
+        """async (files) => {
+          const errors = [];
+          for (const f of files) {
+            try { await import(new URL(`extensions/comfyui-cxr-counterfactual/${f}?copy=2`, location.href).href); }
+            catch (e) { errors.push(`${f}: ${e}`); }
+          }
+          return errors;
+        }""",
+        files,
+    )
+    after = editor.js("() => app.extensions.map((e) => e.name)")
+    assert errors == [] and after == before, (errors, before, after)
+    ours = [n for n in after if n.startswith("cxr_counterfactual.")]
+    assert len(ours) == len(set(ours)) == 5, ours
+    assert editor.pack_errors() == []
+
+
 def test_every_node_has_a_help_page_the_editor_fetches(editor, comfy_client) -> None:
     for node in _pack_nodes(comfy_client):
         status = editor.js(
