@@ -129,6 +129,17 @@ def run(model, args: argparse.Namespace, cuda: bool) -> Callable[[], float]:  # 
     return go
 
 
+def or_reason(profile: Callable[[], list[str]], result: dict) -> list[str]:
+    """The operator profile's lines, or one line saying why it failed (on a GPU the profiler needs CUPTI):
+    the timings measured before it are kept either way."""
+    try:
+        return profile()
+    except Exception as exc:
+        result["operators_error"] = f"{type(exc).__name__}: {exc}"
+        print(f"operator profile failed: {result['operators_error']}", flush=True)
+        return [f"Operator profile failed: {result['operators_error']}"]
+
+
 def operator_profile(plain, corrected, args: argparse.Namespace, cuda: bool, result: dict) -> list[str]:  # noqa: ANN001
     """Profile one plain CFG step, one gradient pass and its backward; record and return the tables.
 
@@ -212,7 +223,8 @@ def main() -> int:
             )
             print(lines[-1], flush=True)
         lines = [f"- {x}" for x in lines]
-        lines += ["", *operator_profile(plain, corrector(plain, args.size, True, tok), args, cuda, result)]
+        corrected = corrector(plain, args.size, True, tok)
+        lines += ["", *or_reason(lambda: operator_profile(plain, corrected, args, cuda, result), result)]
     result["plain_seconds"] = round(plain_s, 4)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(json.dumps(result, indent=1))

@@ -77,3 +77,16 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     assert list(counts) == ["plain", "gate", "hard_gate", "reweight", "gate_reweight", "correction", "all"]
     assert counts["plain"]["reads_added"] == 0 and counts["plain"]["ops_ratio"] == 1.0
     assert all(r["ops_per_step"] > 0 for r in counts.values())
+
+
+def test_a_failing_operator_profile_keeps_the_timings_and_says_why() -> None:
+    """On a GPU without CUPTI the profiler fails; the profile step still writes what it timed."""
+    from profile_correction import or_reason
+
+    def no_profiler() -> list[str]:
+        raise RuntimeError("CUPTI is not available")
+
+    result: dict = {"configs": {"truncated": {"pass_ms": 1.0}}}
+    assert or_reason(no_profiler, result) == ["Operator profile failed: RuntimeError: CUPTI is not available"]
+    assert result["operators_error"] == "RuntimeError: CUPTI is not available" and result["configs"]
+    assert or_reason(lambda: ["| table |"], {}) == ["| table |"]
