@@ -6,6 +6,9 @@ import { api } from "../../scripts/api.js";
 import { registerOnce } from "./cxr_dom.js";
 
 const PACK = "comfyui-cxr-counterfactual";
+// The server keys templates by the pack's folder name, which a user may have chosen otherwise: the pack's
+// list is also the one holding its first template.
+const FIRST = "1 Full method (gate, reweight, correction)";
 
 registerOnce(app, {
   name: "cxr_counterfactual.templates",
@@ -14,7 +17,7 @@ registerOnce(app, {
     api.getWorkflowTemplates = async function () {
       const templates = await original();
       for (const [module, names] of Object.entries(templates ?? {})) {
-        if (module.startsWith(PACK) && Array.isArray(names)) {
+        if (Array.isArray(names) && (module.startsWith(PACK) || names.includes(FIRST))) {
           names.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
         }
       }

@@ -216,6 +216,26 @@ def test_a_second_copy_of_the_editor_code_registers_nothing_and_raises_nothing(e
     assert editor.pack_errors() == []
 
 
+def test_templates_are_ordered_under_a_folder_of_another_name(editor) -> None:
+    """The server keys templates by the pack's folder name; under another name (here the server's answer
+    is rewritten to "ComfyUI-CXR", in reverse order) the pack's list is still put in its order."""
+    listed = editor.js(
+        """async () => {
+          const real = window.fetch;
+          window.fetch = async (...args) => {
+            const r = await real(...args);
+            if (!String(args[0]).includes("workflow_templates")) return r;
+            const t = await r.json();
+            t["ComfyUI-CXR"] = [...t["comfyui-cxr-counterfactual"]].reverse();
+            delete t["comfyui-cxr-counterfactual"];
+            return new Response(JSON.stringify(t), { status: 200, headers: { "Content-Type": "application/json" } });
+          };
+          try { return (await app.api.getWorkflowTemplates())["ComfyUI-CXR"]; } finally { window.fetch = real; }
+        }"""
+    )
+    assert len(listed) == 7 and listed[0] == FULL and listed == sorted(listed), listed
+
+
 def test_every_node_has_a_help_page_the_editor_fetches(editor, comfy_client) -> None:
     for node in _pack_nodes(comfy_client):
         status = editor.js(
