@@ -13,7 +13,11 @@ ComfyUI's own attention function (the backend the host chose) on the same q, k, 
 - ``soft_dense`` / ``soft_low_rank``: the soft gate as an N x N bias, and folded into
   extra q/k channels (cxr_core/attention/structured_bias.py);
 - ``hard_dense`` / ``hard_groups`` / ``hard_low_rank``: the hard gate as an N x N
-  -inf mask, block-sparse by organ class, and folded into q/k channels.
+  -inf mask, block-sparse by organ class, and folded into q/k channels;
+- ``overlap_dense`` / ``overlap_rows``: the soft gate on overlapping organs (the heart
+  mask widened by 40 px of 1024, so that it lies over the lungs' edges, as in
+  projection), as an N x N bias, and as the low-rank form with dense rows for the
+  queries whose affinity clips.
 
 Each is timed ``--repeat`` times after a warm-up; the median counts, with ratios to
 ``plain`` and to the dense form of the same gate. It records the peak memory the
@@ -32,7 +36,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FORMS = ("plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank")
+FORMS = ("plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank", "overlap_dense",
+         "overlap_rows")  # fmt: skip
 HEADS, DIM = 8, 40  # SD1.5's first transformer level (the defaults of --heads and --head-dim)
 
 
@@ -70,10 +75,12 @@ def bias_bytes(obj) -> int:  # noqa: ANN001
         return 0
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
-    from cxr_pack.cxr_core.attention.structured_bias import LowRankBias
+    from cxr_pack.cxr_core.attention.structured_bias import LowRankBias, LowRankRows
 
     if isinstance(obj, LowRankBias):
         return bias_bytes(obj.u) + bias_bytes(obj.w)
+    if isinstance(obj, LowRankRows):
+        return bias_bytes(obj.low) + bias_bytes(obj.rows) + bias_bytes(obj.dense)
     return (
         bias_bytes(obj.order)
         + bias_bytes(obj.inverse)
@@ -83,8 +90,8 @@ def bias_bytes(obj) -> int:  # noqa: ANN001
     )
 
 
-def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool, heads: int = HEADS,  # noqa: ANN001
-             dim: int = DIM) -> list[dict]:  # fmt: skip
+def run_side(side: int, batch: int, repeat: int, masks, overlapping, dtype, cuda: bool,  # noqa: ANN001
+             heads: int = HEADS, dim: int = DIM) -> list[dict]:  # fmt: skip
     import comfy.ldm.modules.attention as attention
     import torch
     from cxr_pack.cxr_core.attention import contributions
@@ -101,7 +108,8 @@ def run_side(side: int, batch: int, repeat: int, masks, dtype, cuda: bool, heads
     rows: list[dict] = []
     for form in FORMS:
         contributions.HARD_GATE_FORM = "low_rank" if form == "hard_low_rank" else "groups"
-        gate = SelfAttentionGate(masks=masks.to(dev), hard=form.startswith("hard"))
+        chosen = overlapping if form.startswith("overlap") else masks
+        gate = SelfAttentionGate(masks=chosen.to(dev), hard=form.startswith("hard"))
         bias = (
             None
             if form == "plain"
@@ -181,10 +189,14 @@ def main() -> int:
     om = load_demo_organ_masks()
     m = om.masks.float()
     masks = F.interpolate(m.reshape(1, -1, *m.shape[-2:]), size=(1024, 1024), mode="area")  # (1, K, H, W)
+    overlapping = masks.clone()
+    heart = list(om.names).index("heart")
+    overlapping[:, heart] = F.max_pool2d(masks[:, heart : heart + 1], 81, stride=1, padding=40)[:, 0]
     rows: list[dict] = []
     with torch.inference_mode():
         for side in (int(s) for s in args.sides.split(",") if s.strip()):
-            rows += run_side(side, args.batch, args.repeat, masks, dtype, cuda, args.heads, args.head_dim)
+            rows += run_side(side, args.batch, args.repeat, masks, overlapping, dtype, cuda, args.heads,
+                             args.head_dim)  # fmt: skip
             write(rows, env, args.out)
             if cuda:
                 torch.cuda.empty_cache()

@@ -44,19 +44,23 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path: Path, comfyui_dir: Path) ->
     assert "- benchmark_attention: passed" in summary and "## The gate per attention call" in summary
     calls = list(csv.DictReader((out / "attention" / "attention.csv").open()))
     assert [r["form"] for r in calls] == [
-        "plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank"
+        "plain", "soft_dense", "soft_low_rank", "hard_dense", "hard_groups", "hard_low_rank", "overlap_dense",
+        "overlap_rows",
     ]  # fmt: skip
     assert all(r["side"] == "32" and (r["heads"], r["head_dim"]) == ("8", "40") for r in calls)
     assert all(float(r["seconds"]) > 0 for r in calls)
     assert "- attention_heads64: passed" in summary and "heads of 64 channels (SD2.x, SDXL)" in summary
     wide = list(csv.DictReader((out / "attention_heads64" / "attention.csv").open()))
-    assert len(wide) == 6 and all((r["side"], r["heads"], r["head_dim"]) == ("16", "10", "64") for r in wide)
+    assert len(wide) == 8 and all((r["side"], r["heads"], r["head_dim"]) == ("16", "10", "64") for r in wide)
     assert "| 16x16 | 10x64 | 2 | soft_low_rank |" in summary
     dense, compact = (
         float(next(r["bias_mib"] for r in calls if r["form"] == f)) for f in ("soft_dense", "soft_low_rank")
     )
     assert dense == (32 * 32) ** 2 * 4 / 2**20, "the dense fp32 bias of a 32x32 site: 1024 x 1024 x 4 bytes"
     assert compact < dense / 50, "the low-rank factors are a few channels per token"
+    overlap_dense, overlap_rows = (float(next(r["bias_mib"] for r in calls if r["form"] == f))
+                                   for f in ("overlap_dense", "overlap_rows"))  # fmt: skip
+    assert overlap_dense == dense and 0 < overlap_rows < dense / 4, "dense rows only where the affinity clips"
     assert "- profile_correction: passed" in summary and "## The correction's gradient pass" in summary
     record = json.loads((out / "profile" / "profile.json").read_text())
     for name in ("truncated", "untruncated"):

@@ -11,6 +11,7 @@ from cxr_pack.cxr_core.attention.protocol import SiteCall
 from cxr_pack.cxr_core.attention.structured_bias import (
     DENSE_ENV,
     LowRankBias,
+    LowRankRows,
     TokenGroups,
     low_rank_attention,
     structured_allowed,
@@ -101,11 +102,17 @@ def test_gate_structured_form_gives_the_dense_gate_attention(hard: bool, isolate
     call = _call(hw, batch=1)
     q, k, v = _qkv(2, hw[0] * hw[1], seed=3)
     compact = gate.structured(call)
-    if masks == "overlapping" and not hard:
-        assert compact is None, "overlapping organs clip min(1, r_i . r_j): only the dense soft bias is exact"
-        return
-    assert compact is not None
-    assert isinstance(compact, TokenGroups if hard else LowRankBias)
+    kind = TokenGroups if hard else LowRankRows if masks == "overlapping" else LowRankBias
+    assert isinstance(compact, kind), (
+        compact
+    )  # overlapping soft: the rows where min(1, r_i . r_j) clips are dense
+    if kind is LowRankRows:
+        assert 0 < compact.rows.numel() < call.n_q // 2 and compact.dense.shape == (
+            1,
+            1,
+            compact.rows.numel(),
+            144,
+        )
     dense = gate.bias(call)
     ref = _dense_reference(q, k, v, dense.expand(2, -1, -1))
     for name, fn in _backends().items():
@@ -182,19 +189,22 @@ def test_structured_form_only_on_exact_backends(monkeypatch: pytest.MonkeyPatch)
 
 
 def _gated(model, hard: bool, masks: torch.Tensor):
-    organs = OrganMasks(names=("left_lung", "heart"), masks=masks, image_size=tuple(masks.shape[-2:]))
+    names = ("left_lung", "heart", "mediastinum")[: masks.shape[0]]
+    organs = OrganMasks(names=names, masks=masks, image_size=tuple(masks.shape[-2:]))
     return AnatomyAttentionGate.execute(
         model, organs, organs="all", strength=4.0, hard=hard, tau=0.5, sites="64,32", start_percent=0.0,
         end_percent=1.0, background="free", enabled=True,
     ).result[0]  # fmt: skip
 
 
-@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize(("hard", "layout"), [(False, "edges"), (True, "edges"), (False, "overlapping")])
 def test_sampling_with_the_structured_gate_matches_the_dense_gate(
-    tiny_model, hard: bool, monkeypatch: pytest.MonkeyPatch
+    tiny_model, hard: bool, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real UNet, CFG batch: the structured path runs (no N x N bias is built) and gives the same latent."""
-    masks = _edge_masks(128)
+    """The real UNet, CFG batch: the structured path runs (no N x N bias is built) and gives the same latent.
+
+    Overlapping organs (a heart over both lungs): the soft gate's low-rank form with dense rows."""
+    masks = _edge_masks(128) if layout == "edges" else _overlapping_masks(128)
     pos, neg = random_cond(1), random_cond(2)
     dense_built, structured_calls = [], []
     orig_bias, orig_attn = SelfAttentionGate._bias, engine.structured_attention
@@ -217,10 +227,11 @@ def test_sampling_with_the_structured_gate_matches_the_dense_gate(
     )
 
 
-@pytest.mark.parametrize("hard", [False, True])
-def test_gradients_through_the_structured_gate_match_the_dense_gate(hard: bool) -> None:
+@pytest.mark.parametrize(("hard", "layout"), [(False, "edges"), (True, "edges"), (False, "overlapping")])
+def test_gradients_through_the_structured_gate_match_the_dense_gate(hard: bool, layout: str) -> None:
     """The corrector's gradient pass runs through the gate: both forms give the same gradient w.r.t. q, k, v."""
-    gate = SelfAttentionGate(masks=_edge_masks()[None], hard=hard)
+    masks = _edge_masks() if layout == "edges" else _overlapping_masks()
+    gate = SelfAttentionGate(masks=masks[None], hard=hard)
     call = _call((12, 12))
     fn = _backends()["pytorch"]
     q, k, v = (t.requires_grad_(True) for t in _qkv(1, 144, seed=8))
@@ -238,3 +249,29 @@ def test_low_rank_form_is_for_self_attention_and_says_so() -> None:
     bias = LowRankBias(torch.randn(1, 64, 3), torch.randn(1, 48, 3))
     with pytest.raises(ValueError, match=r"one shape \(self-attention\), got \(1, 64, 80\), \(1, 48, 80\)"):
         low_rank_attention(q, k[:, :48], v[:, :48], HEADS, bias, _backends()["pytorch"])
+
+
+def test_soft_gate_keeps_the_dense_bias_where_most_rows_clip_or_masks_differ_per_item() -> None:
+    """The dense rows pay only while they are few: organs that overlap nearly everywhere keep the dense bias,
+    as do overlapping masks set per batch item (their clipping rows differ)."""
+    full = torch.ones(2, 96, 96)  # two organs over the whole image: every row clips
+    assert SelfAttentionGate(masks=full[None]).structured(_call((12, 12))) is None
+    per_item = torch.stack([_overlapping_masks(), _overlapping_masks().flip(-1)])
+    assert SelfAttentionGate(masks=per_item).structured(_call((12, 12), batch=2)) is None
+    assert isinstance(
+        SelfAttentionGate(masks=_overlapping_masks()[None]).structured(_call((12, 12))), LowRankRows
+    )
+
+
+def test_soft_gate_with_overlap_but_no_gated_row_that_clips_is_plain_low_rank() -> None:
+    """Memberships past 1 only on tokens that are not gated (tau above their total): no row needs its dense one."""
+    m = torch.ones(2, 96, 96)
+    m[1] = 0.2  # every token: r = (1, 0.2), |r|^2 = 1.04, total 1.2
+    gate = SelfAttentionGate(masks=m[None], tau=1.2)
+    call = _call((12, 12))
+    compact = gate.structured(call)
+    assert isinstance(compact, LowRankBias)
+    q, k, v = _qkv(2, 144, seed=4)
+    ref = _dense_reference(q, k, v, gate.bias(call).expand(2, -1, -1))
+    out = structured_attention(q, k, v, HEADS, compact, _backends()["pytorch"], items=1)
+    assert float((out.double() - ref).abs().max()) < 1e-4

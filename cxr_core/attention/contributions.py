@@ -23,7 +23,7 @@ from .prompt import RegulatedPrompt, context_columns
 from .protocol import SiteCall
 from .schedule import Window
 from .site_masks import mask_to_site
-from .structured_bias import BLOCKED, LowRankBias, StructuredBias, TokenGroups
+from .structured_bias import BLOCKED, LowRankBias, LowRankRows, StructuredBias, TokenGroups
 
 log = logging.getLogger("cxr_counterfactual.attention")
 NEG_INF = float("-inf")
@@ -107,11 +107,11 @@ class SelfAttentionGate:
         if self.hard:
             return self._classes(r)
         if float((r * r).sum(dim=1).max()) > 1.0 + 1e-6:  # once per grid and run (cached)
-            log.info(
-                "AnatomyAttentionGate at %dx%d: the selected organs overlap, so the soft gate uses the dense "
-                "N x N bias (%d tokens); a label map, or the hard gate, avoids it", *call.hw, call.n_q,
-            )  # fmt: skip
-            return None  # overlapping organs: min(1, r_i . r_j) clips somewhere, which no low rank form keeps
+            return self._overlapping(r, call)  # min(1, r_i . r_j) may clip: some rows need their dense row
+        return self._low_rank(r)
+
+    def _low_rank(self, r: torch.Tensor) -> LowRankBias:
+        """The soft gate as u w^T, exact on every row where min(1, r_i . r_j) does not clip."""
         s = r.sum(dim=1)  # (Bm, N)
         gated = (s > self.tau)[..., None]
         rt = r.transpose(1, 2)  # (Bm, N, K)
@@ -121,6 +121,38 @@ class SelfAttentionGate:
             u = torch.cat([u, (~gated).to(r.dtype)], dim=-1)  # background rows: -gamma min(1, s_j)
             w = torch.cat([w, (s.clamp(max=1.0) * -self.gamma)[..., None]], dim=-1)
         return LowRankBias(u, w)
+
+    def _overlapping(self, r: torch.Tensor, call: SiteCall) -> LowRankRows | None:
+        """Overlapping organs: the low-rank form with dense rows for the gated queries whose affinity clips.
+
+        A row clips where r_i . r_j > 1 for some key j; by Cauchy-Schwarz only rows with
+        |r_i| max_j |r_j| > 1 can, and those are checked exactly, in chunks. None (the dense bias) for
+        masks set per batch item, or when more than half of the rows clip.
+        """
+        if r.shape[0] != 1:
+            log.info("AnatomyAttentionGate at %dx%d: organs overlap in masks set per batch item; the soft gate "
+                     "uses the dense N x N bias", *call.hw)  # fmt: skip
+            return None
+        r0 = r[0]  # (K, N)
+        norms = r0.norm(dim=0)  # (N,)
+        gated = r0.sum(dim=0) > self.tau
+        candidates = (gated & (norms * norms.max() > 1.0 + 1e-6)).nonzero().flatten()
+        clips = [
+            (r0[:, chunk].T @ r0).amax(dim=1) > 1.0 + 1e-6 for chunk in candidates.split(2048)
+        ]  # a (2048, N) block at a time
+        rows = candidates[torch.cat(clips)] if clips else candidates
+        if rows.numel() == 0:
+            return self._low_rank(r)  # the organs overlap, but no affinity reaches past 1
+        if rows.numel() > call.n_q // 2:
+            log.info("AnatomyAttentionGate at %dx%d: the selected organs overlap at %d of %d tokens, so the soft "
+                     "gate uses the dense N x N bias; a label map, or the hard gate, avoids it",
+                     *call.hw, rows.numel(), call.n_q)  # fmt: skip
+            return None
+        a = (r0[:, rows].T @ r0).clamp_(max=1.0)  # (R, N): those rows' affinities
+        dense = (a - 1.0).mul_(self.gamma).to(call.dtype)[None, None]
+        log.info("AnatomyAttentionGate at %dx%d: the selected organs overlap; %d of %d query rows use a dense "
+                 "bias row, the others the low-rank form", *call.hw, rows.numel(), call.n_q)  # fmt: skip
+        return LowRankRows(self._low_rank(r), rows, dense)
 
     def _classes(self, r: torch.Tensor) -> StructuredBias | None:
         """Hard gate: tokens grouped by their decided organ set; a class sees the classes it shares an organ with."""

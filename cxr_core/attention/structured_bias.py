@@ -8,6 +8,9 @@ belong to, so it has two exact compact forms:
   (a and b undo the backend's own ``1/sqrt(d')`` scale), so the bias rides in R extra
   channels of q and k. Any attention kernel then runs unmasked: flash attention stays
   available and no N x N bias is allocated.
+- Low rank with dense rows: where organs overlap, ``min(1, r_i . r_j)`` clips for the queries that
+  share more than one organ with some key; those rows get their dense bias row, all others the
+  low-rank form (used while they are at most half of the queries).
 - Token groups (block-sparse): the hard gate's bias is 0 or -inf by the classes of
   query and key, so the queries of one class attend only to the keys their class may
   see. The work is the sum of the allowed blocks instead of the whole N x N square.
@@ -79,6 +82,20 @@ class LowRankBias:
         return ready
 
 
+@dataclass(frozen=True)
+class LowRankRows:
+    """A low-rank bias exact on every query row but a few, whose rows are given densely.
+
+    The soft gate on organs that overlap: ``min(1, r_i . r_j)`` clips only for queries that share more
+    than one organ with some key, so those rows get their dense bias row and every other row rides in
+    the low-rank channels; (rows x N) instead of N x N.
+    """
+
+    low: LowRankBias  # exact for every row not in ``rows``
+    rows: torch.Tensor  # (R,) long: the query rows the low-rank form does not give exactly
+    dense: torch.Tensor  # (1, 1, R, Nk): those rows' bias, broadcast over batch and heads
+
+
 KeySet = (
     tuple[int, int] | torch.Tensor | None
 )  # a run [start, stop) of the sorted tokens, sorted positions, or all
@@ -126,7 +143,7 @@ class TokenGroups:
         return TokenGroups(order, inverse, queries, tuple(keys))
 
 
-StructuredBias = LowRankBias | TokenGroups
+StructuredBias = LowRankBias | LowRankRows | TokenGroups
 
 
 def structured_allowed(attention_fn: Callable, extra_options: dict) -> bool:
@@ -191,10 +208,22 @@ def grouped_attention(
     return torch.cat(outs, dim=1)[:, groups.inverse]
 
 
+def low_rank_rows_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, bias: LowRankRows, attention_fn: Callable,
+    items: int | None = None, **options,
+) -> torch.Tensor:  # fmt: skip
+    """Every row through the low-rank form, then the few rows it does not give exactly with their dense bias."""
+    out = low_rank_attention(q, k, v, heads, bias.low, attention_fn, items, **options)
+    exact = attention_fn(q[:, bias.rows], k, v, heads, mask=bias.dense.to(q.dtype), **options)
+    return out.index_copy(1, bias.rows, exact)
+
+
 def structured_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, bias: StructuredBias, attention_fn: Callable,
     items: int | None = None, **options,
 ) -> torch.Tensor:  # fmt: skip
     if isinstance(bias, TokenGroups):
         return grouped_attention(q, k, v, heads, bias, attention_fn, **options)
+    if isinstance(bias, LowRankRows):
+        return low_rank_rows_attention(q, k, v, heads, bias, attention_fn, items, **options)
     return low_rank_attention(q, k, v, heads, bias, attention_fn, items, **options)
