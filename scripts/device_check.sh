@@ -100,7 +100,7 @@ TARGET_CONFIGS=plain,gate,gate_dense,hard_gate,hard_gate_dense,reweight,gate_rew
 if [ "$MODE" = cuda ]; then
   step benchmark_target 150 "$CXR_PY" scripts/benchmark.py --cells 512x1 --steps 30 --repeat 3 --out "$OUT/target" \
     --configs "$TARGET_CONFIGS"
-  step benchmark_attention 90 "$CXR_PY" scripts/benchmark_attention.py --sides 64,128 --repeat 10 --out "$OUT/attention"
+  step benchmark_attention 120 "$CXR_PY" scripts/benchmark_attention.py --sides 64,128 --repeat 10 --out "$OUT/attention"
   step attention_heads64 60 "$CXR_PY" scripts/benchmark_attention.py --sides 64 --heads 10 --head-dim 64 --repeat 10 \
     --out "$OUT/attention_heads64"
   step profile_correction 120 "$CXR_PY" scripts/profile_correction.py --size 512 --steps 30 --repeat 3 --out "$OUT/profile"

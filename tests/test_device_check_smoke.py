@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -94,3 +95,18 @@ def test_a_failing_operator_profile_keeps_the_timings_and_says_why() -> None:
     assert or_reason(no_profiler, result) == ["Operator profile failed: RuntimeError: CUPTI is not available"]
     assert result["operators_error"] == "RuntimeError: CUPTI is not available" and result["configs"]
     assert or_reason(lambda: ["| table |"], {}) == ["| table |"]
+
+
+def test_the_readme_first_device_call_fits_one_ten_minute_command() -> None:
+    """The README splits the device check over two calls of at most 600 s; the first one's step limits
+    (on CUDA) must fit, and the README must state their sum as it is."""
+    script = (REPO / "scripts" / "device_check.sh").read_text()
+    limits: dict[str, int] = {}
+    for name, limit in re.findall(r"^\s*step (\w+) (\d+) ", script, flags=re.M):
+        limits.setdefault(name, int(limit))  # a step's CUDA branch comes before its CPU one
+    readme = (REPO / "README.md").read_text()
+    first = re.search(r"`CXR_DEVICE_STEPS=([\w,]+)`\s*\(their limits add up to (\d+) s\)", readme)
+    assert first, "README: the first device call and the sum of its step limits"
+    steps = first[1].split(",")
+    total = sum(limits[s] for s in steps)
+    assert total == int(first[2]) and total <= 600 - 20, (steps, limits, total)
