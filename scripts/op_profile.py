@@ -15,34 +15,33 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 
 @dataclass
 class Stretch:
-    """One profiled stretch of sampling (one call), or ``units`` of them."""
+    """One profiled stretch of sampling: one call (a CFG step, a gradient pass, a backward)."""
 
     name: str
-    units: int = 1
     wall_s: float = 0.0
     profile: Any = None  # torch.profiler.profile, once the stretch has run
     top: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
-        """Per unit: wall ms, device kernel ms, busy share, kernels and aten operators."""
+        """Wall ms, device kernel ms, busy share, kernels and aten operators."""
         events = self.profile.events() if self.profile is not None else []
         device = [e for e in events if _on_device(e)]
         aten = sum(1 for e in events if not _on_device(e) and e.name.startswith("aten::"))
         busy_us = sum(e.time_range.elapsed_us() for e in device)
-        wall_ms = self.wall_s * 1e3 / self.units
+        wall_ms = self.wall_s * 1e3
         return {
             "name": self.name,
-            "units": self.units,
             "wall_ms": round(wall_ms, 3),
-            "device_ms": round(busy_us / 1e3 / self.units, 3) if device else None,
-            "device_busy": round(busy_us / 1e3 / (self.wall_s * 1e3), 4) if device and self.wall_s else None,
-            "kernels": round(len(device) / self.units, 1) if device else None,
-            "aten_ops": round(aten / self.units, 1),
-            "host_us_per_op": round(wall_ms * 1e3 / (aten / self.units), 2) if aten else None,
+            "device_ms": round(busy_us / 1e3, 3) if device else None,
+            "device_busy": round(busy_us / 1e3 / wall_ms, 4) if device and wall_ms else None,
+            "kernels": len(device) if device else None,
+            "aten_ops": aten,
+            "host_us_per_op": round(wall_ms * 1e3 / aten, 2) if aten else None,
         }
 
 
@@ -67,7 +66,7 @@ def profiled(stretch: Stretch, cuda: bool) -> Iterator[Stretch]:
             torch.cuda.synchronize()
         stretch.wall_s = time.perf_counter() - t0
     stretch.profile = prof
-    stretch.top = top_ops(prof, cuda, stretch.units)
+    stretch.top = top_ops(prof, cuda)
 
 
 @contextlib.contextmanager
@@ -77,26 +76,22 @@ def nth_call_profiled(owner: Any, attr: str, index: int, stretch: Stretch, cuda:
     calls = [0]
 
     def call(*a: Any, **kw: Any) -> Any:
-        n = calls[0]
         calls[0] += 1
-        if n != index:
+        if calls[0] - 1 != index:
             return original(*a, **kw)
         with profiled(stretch, cuda):
             return original(*a, **kw)
 
-    setattr(owner, attr, call)
-    try:
+    with mock.patch.object(owner, attr, call):
         yield stretch
-    finally:
-        setattr(owner, attr, original)
     if stretch.profile is None:
         raise RuntimeError(
             f"{owner.__name__}.{attr} was called {calls[0]} times; call {index} was to be profiled"
         )
 
 
-def top_ops(prof: Any, cuda: bool, units: int, n: int = 12) -> list[dict]:
-    """The aten operators that take the most, per unit: by self device time on a GPU, self host time on a CPU."""
+def top_ops(prof: Any, cuda: bool, n: int = 12) -> list[dict]:
+    """The aten operators that take the most: by self device time on a GPU, self host time on a CPU."""
     rows = []
     for avg in prof.key_averages():
         if not avg.key.startswith("aten::"):
@@ -104,11 +99,9 @@ def top_ops(prof: Any, cuda: bool, units: int, n: int = 12) -> list[dict]:
         rows.append(
             {
                 "op": avg.key,
-                "calls": round(avg.count / units, 1),
-                "self_host_ms": round(avg.self_cpu_time_total / 1e3 / units, 3),
-                "self_device_ms": round(getattr(avg, "self_device_time_total", 0) / 1e3 / units, 3)
-                if cuda
-                else None,
+                "calls": avg.count,
+                "self_host_ms": round(avg.self_cpu_time_total / 1e3, 3),
+                "self_device_ms": round(getattr(avg, "self_device_time_total", 0) / 1e3, 3) if cuda else None,
             }
         )
     rows.sort(key=lambda r: r["self_device_ms"] if cuda else r["self_host_ms"], reverse=True)
@@ -129,7 +122,7 @@ def markdown(stretches: list[Stretch], cuda: bool) -> list[str]:
         )
     by = "self device ms" if cuda else "self host ms"
     for s in stretches:
-        lines += ["", f"Top operators of {s.name}, per unit, by {by}:", "", "| op | calls | self host ms | self device ms |",
+        lines += ["", f"Top operators of {s.name}, by {by}:", "", "| op | calls | self host ms | self device ms |",
                   "|---|---|---|---|"]  # fmt: skip
         lines += [
             f"| {r['op']} | {r['calls']} | {r['self_host_ms']} | {_or_dash(r['self_device_ms'])} |"
