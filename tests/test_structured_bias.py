@@ -102,17 +102,12 @@ def test_gate_structured_form_gives_the_dense_gate_attention(hard: bool, isolate
     call = _call(hw, batch=1)
     q, k, v = _qkv(2, hw[0] * hw[1], seed=3)
     compact = gate.structured(call)
+    # overlapping organs, soft gate: the rows where min(1, r_i . r_j) clips are dense
     kind = TokenGroups if hard else LowRankRows if masks == "overlapping" else LowRankBias
-    assert isinstance(compact, kind), (
-        compact
-    )  # overlapping soft: the rows where min(1, r_i . r_j) clips are dense
+    assert isinstance(compact, kind), compact
     if kind is LowRankRows:
-        assert 0 < compact.rows.numel() < call.n_q // 2 and compact.dense.shape == (
-            1,
-            1,
-            compact.rows.numel(),
-            144,
-        )
+        n_rows = compact.rows.numel()
+        assert 0 < n_rows < call.n_q // 2 and compact.dense.shape == (1, 1, n_rows, 144)
     dense = gate.bias(call)
     ref = _dense_reference(q, k, v, dense.expand(2, -1, -1))
     for name, fn in _backends().items():
