@@ -39,9 +39,7 @@ function ensureStyle() {
 // under the pyproject name and again under the pack's folder name, so where a user's folder has
 // another name every file here is loaded twice; the second copy must not throw "already registered".
 export function registerOnce(app, extension) {
-  if ((app.extensions ?? []).some((e) => e.name === extension.name)) return false;
-  app.registerExtension(extension);
-  return true;
+  if (!(app.extensions ?? []).some((e) => e.name === extension.name)) app.registerExtension(extension);
 }
 
 // A read-only DOM panel under the node's widgets; `height()` gives the room it needs in pixels.

@@ -5,9 +5,8 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { registerOnce } from "./cxr_dom.js";
 
-const PACK = "comfyui-cxr-counterfactual";
-// The server keys templates by the pack's folder name, which a user may have chosen otherwise: the pack's
-// list is also the one holding its first template.
+// The server keys templates by the pack's folder name, which a user may choose: the pack's list is the one
+// holding its first template.
 const FIRST = "1 Full method (gate, reweight, correction)";
 
 registerOnce(app, {
@@ -16,8 +15,8 @@ registerOnce(app, {
     const original = api.getWorkflowTemplates.bind(api);
     api.getWorkflowTemplates = async function () {
       const templates = await original();
-      for (const [module, names] of Object.entries(templates ?? {})) {
-        if (Array.isArray(names) && (module.startsWith(PACK) || names.includes(FIRST))) {
+      for (const names of Object.values(templates ?? {})) {
+        if (Array.isArray(names) && names.includes(FIRST)) {
           names.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
         }
       }
