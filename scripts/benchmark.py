@@ -11,10 +11,12 @@ instead of its low-rank form), ``hard_gate`` (block-sparse by organ) and
 together, as the issue's first target names them). All with the nodes' defaults (gate sites fine, mid (64,32) over the whole run, reweight
 all sites over 0..0.4, correction 16x16 sites over 0..0.25, truncated gradient pass).
 One randomly initialised SD1.5-architecture UNet (random weights: mechanics, not
-medicine) is built once and sampled with euler, cfg 5, from pure noise; each cell
-(size, batch, config) gets a short warm-up, then ``--repeat`` timed runs, and the
-median counts. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed runs
-on a GPU, the process's peak resident memory sampled every 2 ms on a CPU (weights
+medicine) is built once and sampled with euler, cfg 5, from pure noise. In each cell
+(size, batch) every config gets a short warm-up, then ``--repeat`` rounds run every config
+once each, in an order rotated per round, so that drift in the machine's speed falls on all
+configs alike; a config's time is its median run, its time ratio the median over rounds of
+its time over plain's in the same round (the lowest and highest round are reported too).
+Peak memory is ``torch.cuda.max_memory_allocated`` over the timed runs on a GPU, the process's peak resident memory sampled every 2 ms on a CPU (weights
 included in both). Ratios are against plain sampling of the same cell, measured in the
 same invocation. Writes benchmark.csv, benchmark.md, benchmark.png and benchmark.json
 to ``--out``; prints the table as it goes. Needs COMFYUI_DIR (scripts/setup_host.sh).
@@ -30,6 +32,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,8 +137,10 @@ def patched(model, config: str, size: int, tok):  # noqa: ANN001, ANN201
     return model
 
 
-def measure(model, size: int, batch: int, args: argparse.Namespace, cuda: bool) -> tuple[float, float, list]:
-    """(median seconds, peak MiB, all timings) of ``args.repeat`` runs after a warm-up."""
+def sampler(
+    model, size: int, batch: int, args: argparse.Namespace, cuda: bool, dense: bool
+) -> Callable[[int], None]:  # noqa: ANN001
+    """A function sampling ``steps`` steps of one cell with one config's model (``dense``: its dense bias)."""
     import comfy.sample
     import torch
 
@@ -147,21 +152,49 @@ def measure(model, size: int, batch: int, args: argparse.Namespace, cuda: bool) 
     noise = comfy.sample.prepare_noise(latent, 0)
 
     def go(steps: int) -> None:
-        out = comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", pos, neg, latent,
-                                  denoise=args.denoise, disable_pbar=True, seed=0)  # fmt: skip
-        if cuda:
-            torch.cuda.synchronize()
+        if dense:
+            os.environ[DENSE_ENV] = "1"
+        try:
+            out = comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", pos, neg, latent,
+                                      denoise=args.denoise, disable_pbar=True, seed=0)  # fmt: skip
+            if cuda:
+                torch.cuda.synchronize()
+        finally:
+            os.environ.pop(DENSE_ENV, None)
         if not torch.isfinite(out).all():
             raise RuntimeError("non-finite output")
 
-    go(min(args.steps, 4))  # warm-up: weights on the device, kernels built, window with >= 1 corrected step
-    times = []
-    with PeakMemory(cuda) as mem:
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            go(args.steps)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), mem.peak, times
+    return go
+
+
+def measure_cell(
+    runs: dict[str, Callable[[int], None]], args: argparse.Namespace, cuda: bool
+) -> dict[str, dict]:
+    """Time every config of one cell in interleaved rounds; per config its median, peak and paired ratio.
+
+    Each config gets a short warm-up (weights on the device, kernels built, a window with at least one
+    corrected step). Then ``args.repeat`` rounds each run every config once, the order rotated by one per
+    round, so drift in the machine's speed over the cell (clocks, other tenants) falls on all configs alike.
+    The time ratio is the median over rounds of the config's time over plain's time in the same round.
+    """
+    names = list(runs)
+    for go in runs.values():
+        go(min(args.steps, 4))
+    times: dict[str, list[float]] = {c: [] for c in names}
+    peaks = dict.fromkeys(names, 0.0)
+    for r in range(args.repeat):
+        for c in names[r % len(names) :] + names[: r % len(names)]:
+            with PeakMemory(cuda) as mem:
+                t0 = time.perf_counter()
+                runs[c](args.steps)
+                times[c].append(time.perf_counter() - t0)
+            peaks[c] = max(peaks[c], mem.peak)
+    plain = times[names[0]]
+    return {
+        c: {"seconds": statistics.median(times[c]), "peak": peaks[c], "runs": times[c],
+            "ratios": [t / p for t, p in zip(times[c], plain, strict=True)]}
+        for c in names
+    }  # fmt: skip
 
 
 def cells(args: argparse.Namespace) -> list[tuple[int, int]]:
@@ -224,7 +257,12 @@ def main() -> int:
                     "--sizes/--batches)")  # fmt: skip
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per cell; the median counts")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="interleaved rounds per cell (each times every config once); medians count",
+    )
     ap.add_argument("--denoise", type=float, default=1.0, help="< 1: SDEdit from a latent, as the example "
                     "workflow (0.6); the windows cover the same steps of the run either way")  # fmt: skip
     ap.add_argument("--channels", type=int, default=320, help="UNet model_channels (320 = SD1.5)")
@@ -265,25 +303,27 @@ def main() -> int:
         rows: list[dict] = []
         args.out.mkdir(parents=True, exist_ok=True)
         for size, batch in cells(args):
-            for config in configs:
-                if config.endswith("_dense"):
-                    os.environ[DENSE_ENV] = "1"
-                try:
-                    seconds, peak, times = measure(patched(model, config, size, tok), size, batch, args, cuda)
-                finally:
-                    os.environ.pop(DENSE_ENV, None)
-                plain = next((r for r in rows if (r["size"], r["batch"], r["config"]) == (size, batch, "plain")),
-                             None)  # fmt: skip
-                row = {"size": size, "batch": batch, "config": config, "seconds": round(seconds, 4),
-                       "peak_mib": round(peak, 1), "runs": [round(t, 4) for t in times],
-                       "time_ratio": round(seconds / plain["seconds"], 4) if plain else 1.0,
-                       "mem_ratio": round(peak / plain["peak_mib"], 4) if plain else 1.0}  # fmt: skip
+            runs = {
+                c: sampler(patched(model, c, size, tok), size, batch, args, cuda, dense=c.endswith("_dense"))
+                for c in configs
+            }
+            measured = measure_cell(runs, args, cuda)
+            plain_peak = measured["plain"]["peak"]
+            for config, m in measured.items():
+                ratios = sorted(m["ratios"])
+                row = {"size": size, "batch": batch, "config": config, "seconds": round(m["seconds"], 4),
+                       "peak_mib": round(m["peak"], 1), "runs": [round(t, 4) for t in m["runs"]],
+                       "time_ratio": round(statistics.median(ratios), 4),
+                       "ratio_range": [round(ratios[0], 4), round(ratios[-1], 4)],
+                       "mem_ratio": round(m["peak"] / plain_peak, 4)}  # fmt: skip
                 rows.append(row)
-                print(f"{size:5d} px  batch {batch}  {config:15s} {seconds:9.3f} s  x{row['time_ratio']:.3f}  "
-                      f"peak {peak:9.0f} MiB  x{row['mem_ratio']:.3f}", flush=True)  # fmt: skip
-                write_reports(rows, env, args.out)  # after every cell: a cut-off run keeps what it measured
-                if cuda:
-                    torch.cuda.empty_cache()
+                print(f"{size:5d} px  batch {batch}  {config:15s} {row['seconds']:9.3f} s  x{row['time_ratio']:.3f} "
+                      f"({ratios[0]:.3f}-{ratios[-1]:.3f})  peak {m['peak']:9.0f} MiB  x{row['mem_ratio']:.3f}",
+                      flush=True)  # fmt: skip
+            write_reports(rows, env, args.out)  # after every cell: a cut-off run keeps what it measured
+            del runs
+            if cuda:
+                torch.cuda.empty_cache()
     print(f"wrote {args.out}/benchmark.{{csv,md,png,json}}")
     return 0
 

@@ -28,19 +28,25 @@ def markdown(rows: list[dict], env: dict) -> str:
         f"Device: {env['device']}; torch {env['torch']}"
         + (f" (CUDA {env['cuda']})" if env.get("cuda") else "")
         + f"; attention backend `{env['attention_backend']}`; UNet model_channels {env['channels']} "
-        f"({env['dtype']}); {env['steps']} steps, euler, cfg 5, denoise {env.get('denoise', 1.0)}; median of "
-        f"{env['repeat']}.\n\n"
+        f"({env['dtype']}); {env['steps']} steps, euler, cfg 5, denoise {env.get('denoise', 1.0)}; "
+        f"{env['repeat']} interleaved rounds: seconds is the median run, the time ratio the median of the "
+        "rounds' ratios to plain (range: lowest and highest round).\n\n"
     )
     lines = [
-        "| size | batch | config | seconds | time ratio | peak MiB | memory ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| size | batch | config | seconds | time ratio | range | peak MiB | memory ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['batch']} | {r['config']} | {r['seconds']:.3f} | {r['time_ratio']:.3f} | "
-            f"{r['peak_mib']:.0f} | {r['mem_ratio']:.3f} |"
+            f"{_range(r)} | {r['peak_mib']:.0f} | {r['mem_ratio']:.3f} |"
         )
     return head + "\n".join(lines) + "\n"
+
+
+def _range(row: dict) -> str:
+    lo, hi = row.get("ratio_range") or (row["time_ratio"], row["time_ratio"])
+    return f"{lo:.3f}-{hi:.3f}"
 
 
 def chart(rows: list[dict], env: dict, path: Path) -> None:
