@@ -107,7 +107,7 @@ def run_side(side: int, batch: int, repeat: int, masks, overlapping, dtype, cuda
     call = SiteCall(("input", 1), "attn1", (side, side), n, n, 1, dev, None, dtype)
     rows: list[dict] = []
     for form in FORMS:
-        contributions.HARD_GATE_FORM = "low_rank" if form == "hard_low_rank" else "groups"
+        contributions.HARD_GATE_FORM = "low_rank" if form == "hard_low_rank" else "groups"  # forced: any grid
         chosen = overlapping if form.startswith("overlap") else masks
         gate = SelfAttentionGate(masks=chosen.to(dev), hard=form.startswith("hard"))
         bias = (
@@ -130,7 +130,7 @@ def run_side(side: int, batch: int, repeat: int, masks, overlapping, dtype, cuda
                      "seconds": seconds,
                      "peak_mib": round(peak, 1), "bias_mib": round(bias_bytes(bias) / 2**20, 3)})  # fmt: skip
         del bias, go
-    contributions.HARD_GATE_FORM = "groups"
+    contributions.HARD_GATE_FORM = "auto"
     plain = rows[0]["seconds"]
     by_form = {r["form"]: r for r in rows}
     for r in rows:

@@ -206,11 +206,14 @@ def test_cross_attention_biases_are_built_in_the_attention_dtype(dtype: torch.dt
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
-def test_structured_gate_on_the_device_matches_the_dense_gate(dtype: torch.dtype, hard: bool) -> None:
+@pytest.mark.parametrize("form", ["soft", "hard_low_rank", "hard_groups"])
+def test_structured_gate_on_the_device_matches_the_dense_gate(
+    dtype: torch.dtype, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The gate's low-rank / block-sparse form through the host's attention on its device, against the dense bias."""
     import comfy.ldm.modules.attention as attention
     import comfy.model_management
+    from cxr_pack.cxr_core.attention import contributions
     from cxr_pack.cxr_core.attention.contributions import SelfAttentionGate
     from cxr_pack.cxr_core.attention.protocol import SiteCall
     from cxr_pack.cxr_core.attention.structured_bias import structured_allowed, structured_attention
@@ -218,6 +221,9 @@ def test_structured_gate_on_the_device_matches_the_dense_gate(dtype: torch.dtype
     dev = comfy.model_management.get_torch_device()
     fn = attention.optimized_attention
     assert structured_allowed(fn, {}), f"{fn.__name__}: the host's attention should take the compact form"
+    hard = form != "soft"
+    if hard:  # both forms at this 32x32 grid (by default its size picks the low-rank one)
+        monkeypatch.setattr(contributions, "HARD_GATE_FORM", form.removeprefix("hard_"))
     gate = SelfAttentionGate(masks=_organs().masks.to(dev), hard=hard)
     hw, heads = (32, 32), 8
     call = SiteCall(("input", 1), "attn1", hw, 1024, 1024, 1, dev, None, dtype)

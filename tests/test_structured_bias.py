@@ -92,10 +92,15 @@ def test_low_rank_form_with_a_backend_that_returns_the_flat_layout(monkeypatch: 
     assert float((out.double() - ref).abs().max()) < 1e-4
 
 
-@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("form", ["soft", "hard_groups", "hard_low_rank"])
 @pytest.mark.parametrize("isolate", [False, True])
 @pytest.mark.parametrize("masks", ["quadrants", "edges", "overlapping"])
-def test_gate_structured_form_gives_the_dense_gate_attention(hard: bool, isolate: bool, masks: str) -> None:
+def test_gate_structured_form_gives_the_dense_gate_attention(
+    form: str, isolate: bool, masks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hard = form != "soft"
+    if hard:  # either form of the hard gate on any grid (by default the grid's size picks it)
+        monkeypatch.setattr(contributions, "HARD_GATE_FORM", form.removeprefix("hard_"))
     m = {"quadrants": quadrant_masks(128), "edges": _edge_masks(), "overlapping": _overlapping_masks()}[masks]
     gate = SelfAttentionGate(masks=m[None], gamma=4.0, hard=hard, isolate_background=isolate)
     hw = (16, 16) if masks == "quadrants" else (12, 12)
@@ -103,7 +108,9 @@ def test_gate_structured_form_gives_the_dense_gate_attention(hard: bool, isolate
     q, k, v = _qkv(2, hw[0] * hw[1], seed=3)
     compact = gate.structured(call)
     # overlapping organs, soft gate: the rows where min(1, r_i . r_j) clips are dense
-    kind = TokenGroups if hard else LowRankRows if masks == "overlapping" else LowRankBias
+    kind = {"hard_groups": TokenGroups, "hard_low_rank": LowRankBias}.get(
+        form, LowRankRows if masks == "overlapping" else LowRankBias
+    )
     assert isinstance(compact, kind), compact
     if kind is LowRankRows:
         n_rows = compact.rows.numel()
@@ -114,6 +121,22 @@ def test_gate_structured_form_gives_the_dense_gate_attention(hard: bool, isolate
         out = structured_attention(q, k, v, HEADS, compact, fn, items=1)
         err = float((out.double() - ref).abs().max())
         assert err < 1e-4, f"{name}: structured gate differs from the dense gate by {err}"
+
+
+def test_hard_gate_form_follows_the_grid_size() -> None:
+    """Block-sparse groups where the attention dominates (GROUPS_MIN_TOKENS on), the 3-operator low-rank form on
+    smaller grids, where the groups' operators cost more than the attention they save."""
+    assert contributions.HARD_GATE_FORM == "auto"
+    gate = SelfAttentionGate(masks=_overlapping_masks(192)[None], hard=True)
+    side = int(contributions.GROUPS_MIN_TOKENS**0.5)
+    small, large = _call((side - 1, side - 1)), _call((side + 1, side + 1))
+    assert small.n_q < contributions.GROUPS_MIN_TOKENS <= large.n_q
+    assert isinstance(gate.structured(small), LowRankBias)
+    assert isinstance(gate.structured(large), TokenGroups)
+    per_item = SelfAttentionGate(masks=torch.stack([_edge_masks(192), _edge_masks(192).flip(-1)]), hard=True)
+    assert isinstance(per_item.structured(_call((side + 1, side + 1), batch=2)), LowRankBias), (
+        "groups need one mask set for the batch"
+    )
 
 
 def test_hard_gate_low_rank_form_blocks_exactly_like_minus_infinity(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,13 +215,22 @@ def _gated(model, hard: bool, masks: torch.Tensor):
     ).result[0]  # fmt: skip
 
 
-@pytest.mark.parametrize(("hard", "layout"), [(False, "edges"), (True, "edges"), (False, "overlapping")])
+@pytest.mark.parametrize(
+    ("hard", "layout", "form"),
+    [
+        (False, "edges", "auto"),
+        (True, "edges", "auto"),
+        (True, "edges", "groups"),
+        (False, "overlapping", "auto"),
+    ],
+)
 def test_sampling_with_the_structured_gate_matches_the_dense_gate(
-    tiny_model, hard: bool, layout: str, monkeypatch: pytest.MonkeyPatch
+    tiny_model, hard: bool, layout: str, form: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real UNet, CFG batch: the structured path runs (no N x N bias is built) and gives the same latent.
 
     Overlapping organs (a heart over both lungs): the soft gate's low-rank form with dense rows."""
+    monkeypatch.setattr(contributions, "HARD_GATE_FORM", form)  # auto: the tiny grids take the low-rank form
     masks = _edge_masks(128) if layout == "edges" else _overlapping_masks(128)
     pos, neg = random_cond(1), random_cond(2)
     dense_built, structured_calls = [], []
@@ -222,9 +254,20 @@ def test_sampling_with_the_structured_gate_matches_the_dense_gate(
     )
 
 
-@pytest.mark.parametrize(("hard", "layout"), [(False, "edges"), (True, "edges"), (False, "overlapping")])
-def test_gradients_through_the_structured_gate_match_the_dense_gate(hard: bool, layout: str) -> None:
+@pytest.mark.parametrize(
+    ("hard", "layout", "form"),
+    [
+        (False, "edges", "auto"),
+        (True, "edges", "groups"),
+        (True, "edges", "low_rank"),
+        (False, "overlapping", "auto"),
+    ],
+)
+def test_gradients_through_the_structured_gate_match_the_dense_gate(
+    hard: bool, layout: str, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The corrector's gradient pass runs through the gate: both forms give the same gradient w.r.t. q, k, v."""
+    monkeypatch.setattr(contributions, "HARD_GATE_FORM", form)
     masks = _edge_masks() if layout == "edges" else _overlapping_masks()
     gate = SelfAttentionGate(masks=masks[None], hard=hard)
     call = _call((12, 12))

@@ -27,8 +27,13 @@ from .structured_bias import BLOCKED, LowRankBias, LowRankRows, StructuredBias, 
 
 log = logging.getLogger("cxr_counterfactual.attention")
 NEG_INF = float("-inf")
-# How the hard gate runs without a dense bias: "groups" (block-sparse) or "low_rank" (benchmarks compare them)
-HARD_GATE_FORM = "groups"
+# How the hard gate runs without a dense bias: "auto" (block-sparse groups from GROUPS_MIN_TOKENS tokens on, the
+# low-rank form below), or always "groups" or "low_rank" (scripts/benchmark_attention.py compares them)
+HARD_GATE_FORM = "auto"
+# Groups cost about 18 operators per call against the low-rank form's 3: they pay off only where the attention
+# itself dominates. On an H100 (docs/BENCHMARKS.md) they lost the whole 512-px run (64x64 and 32x32 sites) to
+# the dense mask, and won 0.32x of it per call at 128x128 (16384 tokens). 96x96 (768 px) is the first grid on.
+GROUPS_MIN_TOKENS = 8192
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +160,11 @@ class SelfAttentionGate:
         return LowRankRows(self._low_rank(r), rows, dense)
 
     def _classes(self, r: torch.Tensor) -> StructuredBias | None:
-        """Hard gate: tokens grouped by their decided organ set; a class sees the classes it shares an organ with."""
+        """Hard gate: tokens grouped by their decided organ set; a class sees the classes it shares an organ with.
+
+        Block-sparse groups on large grids (HARD_GATE_FORM, GROUPS_MIN_TOKENS), else the classes ride in
+        low-rank channels with a blocking value for -inf (also for mask sets per batch item).
+        """
         b = self.decided(r) > 0.5  # (Bm, K, N)
         n_organs = b.shape[1]
         if n_organs > 62:
@@ -167,7 +176,10 @@ class SelfAttentionGate:
         meet = (codes[:, None] & codes[None, :]) != 0  # (P, P)
         background_sees = empty[None, :] if self.isolate_background else torch.ones_like(meet)
         allowed = torch.where(empty[:, None], background_sees, meet)  # query class x key class
-        if HARD_GATE_FORM == "groups" and cls.shape[0] == 1:
+        groups = HARD_GATE_FORM == "groups" or (
+            HARD_GATE_FORM == "auto" and code.shape[1] >= GROUPS_MIN_TOKENS
+        )
+        if groups and cls.shape[0] == 1:
             return TokenGroups.from_classes(cls[0], allowed.tolist())
         table = torch.zeros(allowed.shape, dtype=r.dtype, device=r.device).masked_fill_(~allowed, BLOCKED)
         return LowRankBias(table[cls], torch.nn.functional.one_hot(cls, len(codes)).to(r.dtype))
