@@ -7,9 +7,9 @@
 # 2. the full example workflow through a real ComfyUI server on the GPU (512 px, 30 steps), and again with
 #    ComfyUI's low-VRAM weight offloading forced (--novram: every layer's weights stay in CPU memory and
 #    are cast to the GPU as the layer runs; --lowvram only offloads when the card is too small);
-# 3. the benchmark (scripts/benchmark.py): the target cell (512 px, batch 1, 30 steps, median of 3; the gate
-#    also with its dense bias, and the hard gate), then a grid over 512/768/1024 px and batch 1/2/4 at 10
-#    steps (median of 2), cheapest cells first;
+# 3. the benchmark (scripts/benchmark.py): the target cell (512 px, batch 1, 30 steps, 3 interleaved rounds;
+#    the gate also with its dense bias, and the hard gate), then a grid over 512/768/1024 px and batch 1/2/4
+#    at 10 steps (2 rounds), cheapest cells first;
 # 4. the gate per attention call (scripts/benchmark_attention.py): dense bias against its low-rank and
 #    block-sparse forms at the 64x64 and 128x128 sites; step attention_heads64: the same with the heads of
 #    SD2.x and SDXL (10 x 64 channels at a 64x64 site), where the low-rank form's extra channels take a head
@@ -23,7 +23,10 @@
 # --smoke size, the attention call at a 32x32 site, the profile at 64 px, the counts at 128 px) and says so. Everything lands in OUT_DIR: summary.md, the logs, benchmark.{csv,md,png,json},
 # the workflow's pictures and metrics. Exit status: non-zero if a step failed.
 #
-# CXR_DEVICE_STEPS=tests,benchmark_target (comma-separated) runs only those steps.
+# By default it runs the check: steps 1-4 without attention_heads64 (on an H100 their times added up to
+# about 7 minutes). The developer diagnostics (attention_heads64, profile_correction, host_reads: steps 4-6)
+# run with CXR_DEVICE_STEPS=all, or named: CXR_DEVICE_STEPS=tests,benchmark_target (comma-separated) runs
+# only those steps. CXR_DEVICE_DRY_RUN=1 lists the steps it would run in summary.md and runs none.
 # Environment: by default the host comes from scripts/setup_host.sh (as for the tests). On a machine that
 # cannot install (no network), set COMFYUI_DIR to a ComfyUI 0.3.75 tree and CXR_PY to a Python that has
 # its requirements; CXR_DEMO_RADIOGRAPH may point at RG1_UNCR.dcm when pydicom-data is not installed.
@@ -59,10 +62,15 @@ summary="$OUT/summary.md"
   echo
 } > "$summary"
 
-STEPS_WANTED=",${CXR_DEVICE_STEPS:-tests,workflow,benchmark_target,benchmark_attention,attention_heads64,profile_correction,host_reads,benchmark_grid,workflow_offload},"
+CHECK_STEPS=tests,workflow,benchmark_target,benchmark_attention,benchmark_grid,workflow_offload
+DIAGNOSTIC_STEPS=attention_heads64,profile_correction,host_reads
+STEPS_WANTED="${CXR_DEVICE_STEPS:-$CHECK_STEPS}"
+[ "$STEPS_WANTED" = all ] && STEPS_WANTED="$CHECK_STEPS,$DIAGNOSTIC_STEPS"
+STEPS_WANTED=",$STEPS_WANTED,"
 step() {  # step NAME TIMEOUT_S CMD...: run, log to OUT/NAME.log, record pass/fail and seconds
   local name="$1" limit="$2"; shift 2
   case "$STEPS_WANTED" in *",$name,"*) ;; *) echo "- $name: not run (CXR_DEVICE_STEPS)" >> "$summary"; return 0 ;; esac
+  if [ "${CXR_DEVICE_DRY_RUN:-}" = 1 ]; then echo "- $name: would run (limit $limit s)" >> "$summary"; return 0; fi
   local t0=$SECONDS rc
   echo "[device_check] $name ..."
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
