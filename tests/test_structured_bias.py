@@ -206,6 +206,15 @@ def test_structured_form_only_on_exact_backends(monkeypatch: pytest.MonkeyPatch)
     assert not structured_allowed(attention.attention_pytorch, {})
 
 
+# soft gate (label map, overlapping organs) and both forms of the hard gate
+GATE_FORMS = [
+    (False, "edges", "auto"),
+    (True, "edges", "groups"),
+    (True, "edges", "low_rank"),
+    (False, "overlapping", "auto"),
+]
+
+
 def _gated(model, hard: bool, masks: torch.Tensor):
     names = ("left_lung", "heart", "mediastinum")[: masks.shape[0]]
     organs = OrganMasks(names=names, masks=masks, image_size=tuple(masks.shape[-2:]))
@@ -215,22 +224,14 @@ def _gated(model, hard: bool, masks: torch.Tensor):
     ).result[0]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("hard", "layout", "form"),
-    [
-        (False, "edges", "auto"),
-        (True, "edges", "auto"),
-        (True, "edges", "groups"),
-        (False, "overlapping", "auto"),
-    ],
-)
+@pytest.mark.parametrize(("hard", "layout", "form"), GATE_FORMS)
 def test_sampling_with_the_structured_gate_matches_the_dense_gate(
     tiny_model, hard: bool, layout: str, form: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real UNet, CFG batch: the structured path runs (no N x N bias is built) and gives the same latent.
 
     Overlapping organs (a heart over both lungs): the soft gate's low-rank form with dense rows."""
-    monkeypatch.setattr(contributions, "HARD_GATE_FORM", form)  # auto: the tiny grids take the low-rank form
+    monkeypatch.setattr(contributions, "HARD_GATE_FORM", form)
     masks = _edge_masks(128) if layout == "edges" else _overlapping_masks(128)
     pos, neg = random_cond(1), random_cond(2)
     dense_built, structured_calls = [], []
@@ -254,15 +255,7 @@ def test_sampling_with_the_structured_gate_matches_the_dense_gate(
     )
 
 
-@pytest.mark.parametrize(
-    ("hard", "layout", "form"),
-    [
-        (False, "edges", "auto"),
-        (True, "edges", "groups"),
-        (True, "edges", "low_rank"),
-        (False, "overlapping", "auto"),
-    ],
-)
+@pytest.mark.parametrize(("hard", "layout", "form"), GATE_FORMS)
 def test_gradients_through_the_structured_gate_match_the_dense_gate(
     hard: bool, layout: str, form: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
