@@ -1,4 +1,4 @@
-"""A test observer: an engine contribution that records q, k, v and the bias at each call."""
+"""A test observer (an engine contribution that records q, k, v and the bias at each call), and grid-aligned masks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from cxr_pack.cxr_core.organ_masks import OrganMasks
 
 
 @dataclass(eq=False)
@@ -53,3 +54,18 @@ def quadrant_masks(size: int = 128) -> torch.Tensor:
     m[0, :, : size // 2] = 1.0
     m[1, : size // 2, size // 2 :] = 1.0
     return m
+
+
+def split_lung_organs(size: int = 128) -> OrganMasks:
+    """Right lung = left half of the image, left lung = right half: every site grid splits them exactly."""
+    m = torch.zeros(1, 2, size, size)
+    m[:, 0, :, : size // 2] = 1.0
+    m[:, 1, :, size // 2 :] = 1.0
+    return OrganMasks(names=("right_lung", "left_lung"), masks=m, image_size=(size, size))
+
+
+def lower_right_prior(size: int = 128) -> torch.Tensor:
+    """A spatial prior over the lower-right quadrant, (1, size, size)."""
+    p = torch.zeros(1, size, size)
+    p[:, size // 2 :, size // 2 :] = 1.0
+    return p

@@ -11,8 +11,8 @@ import logging
 
 import pytest
 import torch
+from attention_probe import lower_right_prior, split_lung_organs
 from cxr_pack.cxr_core.attention.schedule import EmptyWindowError, RunSchedule, Window
-from cxr_pack.cxr_core.organ_masks import OrganMasks
 from cxr_pack.cxr_runner.activity import activity_records
 from cxr_pack.nodes.anatomy_gate import AnatomyAttentionGate
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
@@ -23,30 +23,17 @@ TEXT = "chest x-ray, left pleural effusion"
 GATE, REWEIGHT, CORRECTOR = "AnatomyAttentionGate", "PathologyCrossAttnReweight", "EnergyLatentCorrector"
 
 
-def _prior() -> torch.Tensor:
-    p = torch.zeros(1, 128, 128)
-    p[:, 64:, 64:] = 1.0
-    return p
-
-
-def _organs() -> OrganMasks:
-    m = torch.zeros(1, 2, 128, 128)
-    m[:, 0, :, :64] = 1.0
-    m[:, 1, :, 64:] = 1.0
-    return OrganMasks(names=("right_lung", "left_lung"), masks=m, image_size=(128, 128))
-
-
 def _regulated(model, tok, schedule: str = "run", gate=(0.2, 0.7), reweight=(0.0, 0.4), correct_end=0.25):
     m = AnatomyAttentionGate.execute(
-        model, _organs(), organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=gate[0],
+        model, split_lung_organs(), organs="all", strength=4.0, hard=False, tau=0.5, sites="64,32", start_percent=gate[0],
         end_percent=gate[1], background="free", enabled=True, window_schedule=schedule,
     ).result[0]  # fmt: skip
     m = PathologyCrossAttnReweight.execute(
-        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), _prior(), lambda_in=3.0, lambda_out=3.0, start_percent=reweight[0],
+        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), lower_right_prior(), lambda_in=3.0, lambda_out=3.0, start_percent=reweight[0],
         end_percent=reweight[1], sites="all", enabled=True, window_schedule=schedule,
     ).result[0]  # fmt: skip
     return EnergyLatentCorrector.execute(
-        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), _prior(), eta=30.0, iterations=1, end_percent=correct_end, kappa=0.1,
+        m, regulated_prompt(tok, TEXT, random_cond(1), "pleural, effusion"), lower_right_prior(), eta=30.0, iterations=1, end_percent=correct_end, kappa=0.1,
         energy_threshold=0.0, sites="16", truncate=True, enabled=True, window_schedule=schedule,
     ).result[0]  # fmt: skip
 

@@ -14,6 +14,7 @@ the run ends, and the observers make their token-column index tensors once per r
 from __future__ import annotations
 
 import torch
+from attention_probe import lower_right_prior, split_lung_organs
 from count_host_reads import counter
 from cxr_pack.cxr_core.attention import contributions
 from cxr_pack.cxr_core.organ_masks import OrganMasks
@@ -22,7 +23,6 @@ from cxr_pack.nodes.attention_capture import AttentionMapCapture
 from cxr_pack.nodes.energy_corrector import EnergyLatentCorrector
 from cxr_pack.nodes.pathology_reweight import PathologyCrossAttnReweight
 from helpers import random_cond, regulated_prompt, sample
-from test_attention_windows import _organs, _prior
 
 TEXT = "chest x-ray, left pleural effusion"
 
@@ -45,7 +45,7 @@ def _per_step(model, what: str = "reads") -> float:
 
 def _gate(model):
     return AnatomyAttentionGate.execute(
-        model, _organs(), organs="all", strength=4.0, hard=False, tau=0.5, sites="all", start_percent=0.0,
+        model, split_lung_organs(), organs="all", strength=4.0, hard=False, tau=0.5, sites="all", start_percent=0.0,
         end_percent=1.0, background="free", enabled=True,
     ).result[0]  # fmt: skip
 
@@ -53,7 +53,7 @@ def _gate(model):
 def _attention_modules(model, tok):
     m = _gate(model)
     m = PathologyCrossAttnReweight.execute(
-        m, regulated_prompt(tok, TEXT, random_cond(1)), _prior(), lambda_in=3.0, lambda_out=3.0,
+        m, regulated_prompt(tok, TEXT, random_cond(1)), lower_right_prior(), lambda_in=3.0, lambda_out=3.0,
         start_percent=0.0, end_percent=1.0, sites="all", enabled=True,
     ).result[0]  # fmt: skip
     return AttentionMapCapture.execute(
@@ -78,7 +78,7 @@ def test_attention_modules_read_the_sigma_once_per_model_call(inference_model, s
 def test_the_correction_pass_does_not_read_its_own_sigma_back(inference_model, sd1_tokenizer) -> None:
     plain = _per_step(inference_model)
     model = EnergyLatentCorrector.execute(
-        inference_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1)), _prior(), eta=30.0,
+        inference_model, regulated_prompt(sd1_tokenizer, TEXT, random_cond(1)), lower_right_prior(), eta=30.0,
         iterations=1, end_percent=1.0, kappa=0.1, energy_threshold=0.0, sites="16", truncate=True,
         enabled=True,
     ).result[0]  # fmt: skip
