@@ -318,7 +318,7 @@ def main() -> int:
                        "mem_ratio": round(m["peak"] / plain_peak, 4)}  # fmt: skip
                 rows.append(row)
                 print(f"{size:5d} px  batch {batch}  {config:15s} {row['seconds']:9.3f} s  x{row['time_ratio']:.3f} "
-                      f"({ratios[0]:.3f}-{ratios[-1]:.3f})  peak {m['peak']:9.0f} MiB  x{row['mem_ratio']:.3f}",
+                      f"({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f})  peak {m['peak']:9.0f} MiB  x{row['mem_ratio']:.3f}",
                       flush=True)  # fmt: skip
             write_reports(rows, env, args.out)  # after every cell: a cut-off run keeps what it measured
             del runs

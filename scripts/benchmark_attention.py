@@ -106,6 +106,7 @@ def run_side(side: int, batch: int, repeat: int, masks, overlapping, dtype, cuda
     q, k, v = (torch.randn(batch, n, heads * dim, generator=g).to(dev, dtype) for _ in range(3))
     call = SiteCall(("input", 1), "attn1", (side, side), n, n, 1, dev, None, dtype)
     rows: list[dict] = []
+    default_form = contributions.HARD_GATE_FORM
     for form in FORMS:
         contributions.HARD_GATE_FORM = "low_rank" if form == "hard_low_rank" else "groups"  # forced: any grid
         chosen = overlapping if form.startswith("overlap") else masks
@@ -130,7 +131,7 @@ def run_side(side: int, batch: int, repeat: int, masks, overlapping, dtype, cuda
                      "seconds": seconds,
                      "peak_mib": round(peak, 1), "bias_mib": round(bias_bytes(bias) / 2**20, 3)})  # fmt: skip
         del bias, go
-    contributions.HARD_GATE_FORM = "auto"
+    contributions.HARD_GATE_FORM = default_form
     plain = rows[0]["seconds"]
     by_form = {r["form"]: r for r in rows}
     for r in rows:

@@ -39,14 +39,9 @@ def markdown(rows: list[dict], env: dict) -> str:
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['batch']} | {r['config']} | {r['seconds']:.3f} | {r['time_ratio']:.3f} | "
-            f"{_range(r)} | {r['peak_mib']:.0f} | {r['mem_ratio']:.3f} |"
+            f"{r['ratio_range'][0]:.3f}-{r['ratio_range'][1]:.3f} | {r['peak_mib']:.0f} | {r['mem_ratio']:.3f} |"
         )
     return head + "\n".join(lines) + "\n"
-
-
-def _range(row: dict) -> str:
-    lo, hi = row.get("ratio_range") or (row["time_ratio"], row["time_ratio"])
-    return f"{lo:.3f}-{hi:.3f}"
 
 
 def chart(rows: list[dict], env: dict, path: Path) -> None:
